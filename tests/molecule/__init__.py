@@ -1,0 +1,1 @@
+"""Shared molecule playbooks and the helper that runs a scenario's stand-in services."""
