@@ -114,12 +114,25 @@ class TinyBot:
         return asyncio.run_coroutine_threadsafe(coroutine, self._loop).result(timeout)
 
     def stop(self) -> None:
+        if self._loop.is_closed():
+            return
         if not self.client.is_closed():
             with contextlib.suppress(Exception):
                 self.call(self.client.close())
         self._finished.wait(5)
+        with contextlib.suppress(Exception):
+            self.call(self._cancel_leftover_tasks())
         self._loop.call_soon_threadsafe(self._loop.stop)
         self._thread.join(5)
+        if not self._thread.is_alive():
+            self._loop.close()
+
+    @staticmethod
+    async def _cancel_leftover_tasks() -> None:
+        leftovers = [task for task in asyncio.all_tasks() if task is not asyncio.current_task()]
+        for task in leftovers:
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture
@@ -147,6 +160,13 @@ def bots() -> Iterator[Callable[..., TinyBot]]:
     yield start
     for bot in started:
         bot.stop()
+
+
+def http_get(url: str, headers: dict[str, str]) -> bytes:
+    assert url.startswith("http://127.0.0.1:")
+    request = urllib.request.Request(url, headers=headers)  # noqa: S310 - loopback http only, asserted above
+    with urllib.request.urlopen(request, timeout=5) as response:  # noqa: S310 - loopback http only
+        return response.read()
 
 
 def wait_state(emu: RunningEmulator, predicate: Callable[[dict], bool], timeout: float = 10) -> dict:
@@ -261,9 +281,8 @@ def test_a_wrong_token_fails_login_with_401(emu, bots):
     assert isinstance(bot.wait_finished(), discord.LoginFailure)
     state = emu.state()
     assert state["rest_requests"] == ["GET /users/@me"] and state["identify_count"] == 0
-    request = urllib.request.Request(emu.api_base + "/users/@me", headers={"Authorization": "Bot wrong"})
     with pytest.raises(urllib.error.HTTPError) as failure:
-        urllib.request.urlopen(request, timeout=5)
+        http_get(emu.api_base + "/users/@me", {"Authorization": "Bot wrong"})
     assert failure.value.code == 401
     assert json.loads(failure.value.read()) == {"message": "401: Unauthorized", "code": 0}
 
@@ -415,10 +434,8 @@ def test_rate_limit_headers_make_discord_py_wait_instead_of_hitting_429(monkeypa
 
 def test_unknown_routes_get_discords_404_and_are_recorded(emu):
     """An unknown REST route answers Discord's 404 JSON and shows up in state()['unknown_routes']."""
-    request = urllib.request.Request(emu.api_base + "/guilds/1/audit-logs/nothing",
-                                     headers={"Authorization": f"Bot {TOKEN}"})
     with pytest.raises(urllib.error.HTTPError) as failure:
-        urllib.request.urlopen(request, timeout=5)
+        http_get(emu.api_base + "/guilds/1/audit-logs/nothing", {"Authorization": f"Bot {TOKEN}"})
     assert failure.value.code == 404
     assert failure.value.headers["Content-Type"] == "application/json"
     assert json.loads(failure.value.read()) == {"message": "404: Not Found", "code": 0}
