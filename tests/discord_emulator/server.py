@@ -67,6 +67,8 @@ log = logging.getLogger("tests.discord_emulator")
 
 DISCORD_HEARTBEAT_INTERVAL_MS = 41250
 MAX_CONTENT_LENGTH = 2000
+# What a user with Nitro may post; bots stay at MAX_CONTENT_LENGTH.
+MAX_USER_CONTENT_LENGTH = 4000
 MAX_EMBEDS = 10
 MAX_NONCE_LENGTH = 25
 NONCE_DEDUPLICATION_S = 300
@@ -737,8 +739,8 @@ class DiscordEmulator:
         """A message from someone other than the bot, dispatched as MESSAGE_CREATE; returns the event data."""
         if not isinstance(content, str) or not content:
             raise EmulatorError("content must be a non-empty string")
-        if len(content) > MAX_CONTENT_LENGTH:
-            raise EmulatorError(f"content is {len(content)} characters; Discord allows {MAX_CONTENT_LENGTH}")
+        if len(content) > MAX_USER_CONTENT_LENGTH:
+            raise EmulatorError(f"content is {len(content)} characters; Discord allows {MAX_USER_CONTENT_LENGTH}")
         for name, value in (("author_id", author_id), ("webhook_id", webhook_id)):
             if value is not None and not (isinstance(value, str) and value.isdigit()):
                 raise EmulatorError(f"{name} must be a snowflake string of digits, got {value!r}")
