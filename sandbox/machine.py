@@ -278,17 +278,23 @@ def _pid_namespace(pid: int) -> str | None:
         return None
 
 
-def _nspawn_and_leader(supervisor_pid: int) -> tuple[int | None, int | None]:
-    """Find the supervisor's systemd-nspawn child and the container's PID 1 (nspawn's child in a new PID ns)."""
-    nspawn_pid = next((child for child in _children(supervisor_pid) if _command_name(child) == "systemd-nspawn"), None)
-    if nspawn_pid is None:
-        return None, None
+def _container_leader(nspawn_pid: int) -> int | None:
+    """The container's PID 1: the child of systemd-nspawn that lives in a PID namespace of its own."""
     nspawn_namespace = _pid_namespace(nspawn_pid)
     for child in _children(nspawn_pid):
         namespace = _pid_namespace(child)
         if namespace is not None and namespace != nspawn_namespace and _is_alive(child):
-            return nspawn_pid, child
-    return nspawn_pid, None
+            return child
+    return None
+
+
+def _nspawn_and_leader(supervisor_pid: int) -> tuple[int | None, int | None]:
+    """Find the supervisor's systemd-nspawn child and the container's PID 1."""
+    children = _children(supervisor_pid)
+    nspawn_pid = next((child for child in children if _command_name(child) == "systemd-nspawn"), None)
+    if nspawn_pid is None:
+        return None, None
+    return nspawn_pid, _container_leader(nspawn_pid)
 
 
 def _signal(pid: int | None, signum: int) -> None:
@@ -1054,24 +1060,24 @@ def up(
         return _wait_for_ssh(name, paths, timeout)
 
 
-def _refuse_foreign_cgroups(name: str, machine_paths: MachinePaths, cgroups: Sequence[Path]) -> None:
-    """Raise if the machine's cgroups hold processes of a same-named machine run from another state dir.
+def _orphaned_nspawn(name: str, machine_paths: MachinePaths, cgroups: Sequence[Path]) -> int | None:
+    """Find our systemd-nspawn left running without its supervisor; raise if the cgroups hold someone else's.
 
-    Cgroup directories are named after the machine only, so they are shared by every state dir; ours can be
-    told apart by the systemd-nspawn process whose command line names our upper dir.
+    Cgroup directories are named after the machine only, so they are shared by every state dir; ours is told
+    apart by the systemd-nspawn process whose command line names our upper dir.
     """
     pids = [pid for directory in cgroups for pid in _cgroup_processes(directory)]
     if not pids:
-        return
+        return None
     marker = str(machine_paths.upper).encode()
     for pid in pids:
         with contextlib.suppress(OSError):
-            if marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return
+            if _command_name(pid) == "systemd-nspawn" and marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                return pid
     raise MachineError(
-        f"the cgroups of {name} ({', '.join(map(str, cgroups))}) hold processes {pids} that this state dir "
-        f"({machine_paths.directory.parent.parent}) did not start: a machine named {name} runs from another "
-        "state dir; stop it there or pick another name"
+        f"the cgroups of {name} ({', '.join(map(str, cgroups))}) hold processes {sorted(set(pids))} that this "
+        f"state dir ({machine_paths.directory.parent.parent}) did not start: a machine named {name} runs from "
+        "another state dir; stop it there or pick another name"
     )
 
 
@@ -1081,10 +1087,12 @@ def _teardown(name: str, paths: StatePaths, timeout: float) -> None:
     if machine_paths.directory.is_dir():
         machine_paths.stop_request.touch()
     supervisor = _live_supervisor(machine_paths)
-    nspawn_pid, leader_pid = _nspawn_and_leader(supervisor) if supervisor else (None, None)
     cgroups = _cgroup_dirs(name)
-    if supervisor is None:
-        _refuse_foreign_cgroups(name, machine_paths, cgroups)
+    if supervisor is not None:
+        nspawn_pid, leader_pid = _nspawn_and_leader(supervisor)
+    else:
+        nspawn_pid = _orphaned_nspawn(name, machine_paths, cgroups)
+        leader_pid = _container_leader(nspawn_pid) if nspawn_pid else None
 
     def machine_gone() -> bool:
         return not _is_alive(supervisor) and not any(_cgroup_processes(directory) for directory in cgroups)
@@ -1219,7 +1227,7 @@ def _parser() -> argparse.ArgumentParser:
     command("list", "print the JSON of each running machine, one per line", with_name=False)
     command("info", "print the JSON of running NAME; exit 1 if it is not running")
     exec_command = command("exec", "run a command inside NAME via nsenter; exits with its status")
-    exec_command.add_argument("argv", nargs=argparse.REMAINDER, metavar="-- CMD ARGS")
+    exec_command.add_argument("argv", nargs="*", metavar="-- CMD ARGS", help="the command, after --")
     reboot_command = command("reboot", "reboot NAME and wait until SSH is back")
     reboot_command.add_argument("--timeout", type=float, default=DEFAULT_BOOT_TIMEOUT, help="seconds to wait for SSH")
     build_command = command("build-root", "build the cached machine root if its recipe changed", with_name=False)
@@ -1231,6 +1239,12 @@ def _parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    command_argv: list[str] = []
+    if argv[:1] == ["exec"] and "--" in argv:
+        # Everything after -- belongs to the command inside, even words that look like our own options.
+        separator = argv.index("--")
+        argv, command_argv = argv[:separator], argv[separator + 1 :]
     arguments = _parser().parse_args(argv)
     try:
         if arguments.command == "up":
@@ -1247,7 +1261,7 @@ def main(argv: Sequence[str] | None = None) -> int:
                 return 1
             _emit(machine.to_json())
         elif arguments.command == "exec":
-            command_argv = arguments.argv[1:] if arguments.argv[:1] == ["--"] else arguments.argv
+            command_argv = [*arguments.argv, *command_argv]
             if not command_argv:
                 raise MachineError("give the command after --, e.g. `exec NAME -- systemctl is-system-running`")
             return exec_in(arguments.name, command_argv, arguments.state_dir)
