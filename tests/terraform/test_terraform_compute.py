@@ -81,7 +81,8 @@ def test_new_image_does_not_replace_instance_unless_asked(tf):
     assert "ami" in lifecycle["ignore_changes"]
     assert lifecycle["replace_triggered_by"] == ["${terraform_data.ami_release}"]
     trigger = tf.resource("terraform_data", "ami_release")["input"]
-    assert trigger.startswith("${var.replace_instance_on_ami_update ? data.aws_ssm_parameter.al2023_ami.insecure_value :")
+    latest_image = "data.aws_ssm_parameter.al2023_ami.insecure_value"
+    assert trigger.startswith(f"${{var.replace_instance_on_ami_update ? {latest_image} :")
     assert tf.variables["replace_instance_on_ami_update"]["default"] is False
 
 

@@ -195,7 +195,8 @@ def test_operator_policy_covers_what_ansible_does(tf):
     } <= actions
     (publish,) = [s for s in tf.policy_statements("operator") if s.sid == "PublishBotCode"]
     assert publish.resources == ["${aws_s3_bucket.bot_code.arn}/${var.bot_code_key_prefix}*"]
-    assert reference(tf.resource("aws_iam_policy", "operator")["policy"]) == "data.aws_iam_policy_document.operator.json"
+    operator_policy = tf.resource("aws_iam_policy", "operator")["policy"]
+    assert reference(operator_policy) == "data.aws_iam_policy_document.operator.json"
 
 
 def test_no_policy_mentions_another_account_or_region_literally(tf):
