@@ -195,7 +195,7 @@ def test_login_ready_and_guild_create_fill_discord_py_cache(emu, bots):
     assert guild.default_role.id == int(emu.guild_id)
     assert guild.get_role(int(emu.role_id)) is not None
     assert guild.me is not None and guild.me.id == client.user.id
-    assert guild.member_count == 3
+    assert guild.member_count == 4  # the bot, the owner, the default user and another bot
     assert channel.permissions_for(guild.me).send_messages
     assert not guild.get_channel(int(emu.read_only_channel_id)).permissions_for(guild.me).send_messages
     state = emu.state()

@@ -152,6 +152,12 @@ class GatewayConnection:
             self.event_times.popleft()
         return len(self.event_times) <= GATEWAY_EVENTS_PER_MINUTE
 
+    def record_client_close(self, code: int, reason: str) -> None:
+        if self.closed_by is None:
+            self.closed_by = "client"
+            self.close_code = code
+            self.close_reason = reason
+
     async def close(self, code: int, reason: str | None = None) -> None:
         if self.closed_by is None:
             self.closed_by = "server"

@@ -259,7 +259,10 @@ class World:
         self.bot = User(self.snowflakes.new(), bot_username, discriminator="4821", bot=True)
         self.owner = User(self.snowflakes.new(), "guild-owner", global_name="Guild Owner")
         self.default_user = User(self.snowflakes.new(), "alice", global_name="Alice")
-        self.users: dict[str, User] = {user.id: user for user in (self.bot, self.owner, self.default_user)}
+        self.other_bot = User(self.snowflakes.new(), "another-bot", discriminator="1337", bot=True)
+        self.users: dict[str, User] = {
+            user.id: user for user in (self.bot, self.owner, self.default_user, self.other_bot)
+        }
         self.guild_id = self.snowflakes.new()
         self.guild_name = "Emulated Guild"
         # Discord gives the @everyone role the guild's own id.
@@ -274,6 +277,7 @@ class World:
             self.bot.id: Member(self.bot, [self.bot_role.id]),
             self.owner.id: Member(self.owner, [self.moderator_role.id]),
             self.default_user.id: Member(self.default_user),
+            self.other_bot.id: Member(self.other_bot),
         }
         self.category = Channel(self.snowflakes.new(), "Text Channels", CHANNEL_TYPE_GUILD_CATEGORY, self.guild_id)
         self.text_channel = Channel(self.snowflakes.new(), "general", CHANNEL_TYPE_GUILD_TEXT, self.guild_id,
@@ -313,13 +317,15 @@ class World:
             self.members[user_id] = Member(user)
         return self.users[user_id]
 
-    def permissions_in(self, user_id: str, channel: Channel) -> int:
+    def permissions_in(self, user_id: str, channel: Channel, role_ids: list[str] | None = None) -> int:
+        """Discord's permission resolution: roles, then @everyone, role and member overwrites of the channel."""
         if channel.guild_id is None:
             return EVERYONE_PERMISSIONS | PERM_SEND_TTS_MESSAGES | PERM_MENTION_EVERYONE
         if user_id == self.owner.id:
             return ALL_PERMISSIONS
-        member = self.members.get(user_id)
-        role_ids = member.role_ids if member else []
+        if role_ids is None:
+            member = self.members.get(user_id)
+            role_ids = member.role_ids if member else []
         permissions = self.everyone_role.permissions
         for role_id in role_ids:
             role = self.roles.get(role_id)

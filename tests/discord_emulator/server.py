@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from typing import Any
 
-from aiohttp import web
+from aiohttp import WSMsgType, web
 
 from . import control
 from .gateway import (
@@ -355,8 +355,14 @@ class DiscordEmulator:
             "_trace": [json.dumps(["discord-emulator", {"micros": 0}])],
         }))
         connection.last_heartbeat_at = time.monotonic()
-        async for message in connection.websocket:
-            if message.type.name != "TEXT":
+        while connection.is_open:
+            message = await connection.websocket.receive()
+            if message.type is WSMsgType.CLOSE:
+                connection.record_client_close(message.data, message.extra or "")
+                break
+            if message.type in (WSMsgType.CLOSING, WSMsgType.CLOSED, WSMsgType.ERROR):
+                break
+            if message.type is not WSMsgType.TEXT:
                 # Clients must send JSON text; Discord treats anything else as undecodable.
                 await self._close_connection(connection, 4002)
                 break
@@ -372,14 +378,13 @@ class DiscordEmulator:
                 await self._close_connection(connection, 4008)
                 break
             await self._handle_client_payload(connection, payload)
-            if not connection.is_open:
-                break
 
     def _connection_finished(self, connection: GatewayConnection) -> None:
         if connection.closed_by is None:
+            # The client went away without a close frame (killed, or its network failed).
             connection.closed_by = "client"
-            connection.close_code = connection.websocket.close_code
-            connection.close_reason = ""
+            connection.close_code = 1006
+            connection.close_reason = "connection lost without a close frame"
         session = connection.session
         if session is not None and session.connection is connection:
             session.connection = None
@@ -754,16 +759,18 @@ class DiscordEmulator:
             may_mention_everyone = True
             member_author_id = None
         else:
-            user = world.user_for(author_id) if author_id else world.default_user
-            if author_role_ids is not None and channel.guild_id:
+            default_author = world.other_bot if author_bot else world.default_user
+            user = world.user_for(author_id) if author_id else default_author
+            if author_role_ids is not None:
+                if not isinstance(author_role_ids, list):
+                    raise EmulatorError("author_role_ids must be a list of role ids")
                 unknown = [role_id for role_id in author_role_ids if role_id not in world.roles]
                 if unknown:
                     raise EmulatorError(f"unknown role id(s) {unknown}: use role ids from info()")
-                world.members[user.id].role_ids = [r for r in author_role_ids if r != world.everyone_role.id]
             author = user.payload()
             if author_bot:
                 author["bot"] = True
-            may_mention_everyone = bool(world.permissions_in(user.id, channel) & PERM_MENTION_EVERYONE)
+            may_mention_everyone = bool(world.permissions_in(user.id, channel, author_role_ids) & PERM_MENTION_EVERYONE)
             member_author_id = user.id
         if mention_everyone is None:
             mention_everyone = bool(EVERYONE_MENTION.search(content)) and may_mention_everyone
@@ -772,6 +779,9 @@ class DiscordEmulator:
             mention_roles=world.mentioned_role_ids(content) if channel.guild_id else [],
             mention_everyone=bool(mention_everyone), message_type=message_type, webhook_id=webhook_id)
         event = self._gateway_message(message, channel, member_author_id)
+        if author_role_ids is not None and "member" in event:
+            # The roles apply to this message only, so one test's moderator does not leak into the next message.
+            event["member"] = {**event["member"], "roles": [r for r in author_role_ids if r != world.guild_id]}
         self.posted_messages.append(event)
         await self._dispatch_message("MESSAGE_CREATE", event, channel)
         self._notify()
