@@ -581,3 +581,112 @@ def test_cli_bad_arguments_are_argparse_errors(args, message):
     """Bad command lines exit 2 with a message that names the problem."""
     result = run_cli(*args, env={"DISCORD_EMULATOR_TOKEN": "", "DISCORD_EMULATOR_CONTROL_URL": ""})
     assert result.returncode == 2 and message in result.stderr
+
+
+async def identify_raw(ws: aiohttp.ClientWebSocketResponse, **extra: Any) -> list[dict]:
+    """Reads HELLO, sends IDENTIFY and returns READY and GUILD_CREATE from an uncompressed connection."""
+    assert (await ws.receive_json(timeout=5))["op"] == 10
+    await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": 513, "properties": {"os": "linux"}, **extra}})
+    return [await ws.receive_json(timeout=5), await ws.receive_json(timeout=5)]
+
+
+async def next_close_code(ws: aiohttp.ClientWebSocketResponse) -> int | None:
+    while True:
+        message = await ws.receive(timeout=5)
+        if message.type is aiohttp.WSMsgType.CLOSE:
+            return message.data
+        if message.type in (aiohttp.WSMsgType.CLOSED, aiohttp.WSMsgType.ERROR):
+            return None
+
+
+def test_raw_gateway_sessions_resume_rules(emu):
+    """Shard echo in READY, 4005 on a second IDENTIFY, op 9 for an unknown session, 4007 for a future seq."""
+
+    async def scenario() -> dict[str, Any]:
+        url = emu.gateway_url + "?v=10&encoding=json"
+        results: dict[str, Any] = {}
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(url) as ws:
+                ready, _ = await identify_raw(ws, shard=[0, 1])
+                results["shard"] = ready["d"]["shard"]
+                session_id = ready["d"]["session_id"]
+                await ws.send_json({"op": 2, "d": {"token": TOKEN, "intents": 513, "properties": {}}})
+                results["second_identify"] = await next_close_code(ws)
+            async with http.ws_connect(url) as ws:
+                await ws.receive_json(timeout=5)
+                await ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": "f" * 32, "seq": 1}})
+                results["unknown_session"] = await ws.receive_json(timeout=5)
+            async with http.ws_connect(url) as ws:
+                await ws.receive_json(timeout=5)
+                await ws.send_json({"op": 6, "d": {"token": TOKEN, "session_id": session_id, "seq": 99}})
+                results["future_seq"] = await next_close_code(ws)
+            async with http.ws_connect(emu.gateway_url + "?v=9&encoding=json") as ws:
+                results["old_version"] = await next_close_code(ws)
+        return results
+
+    results = asyncio.run(scenario())
+    assert results["shard"] == [0, 1]
+    assert results["second_identify"] == 4005
+    assert results["unknown_session"]["op"] == 9 and results["unknown_session"]["d"] is False
+    assert results["future_seq"] == 4007
+    assert results["old_version"] == 4012
+
+
+def test_a_silent_client_is_closed_with_4009():
+    """A connection that stops heartbeating is closed with 4009 Session timed out."""
+
+    async def silent(gateway_url: str) -> int | None:
+        async with aiohttp.ClientSession() as http, http.ws_connect(gateway_url + "?v=10&encoding=json") as ws:
+            await identify_raw(ws)
+            return await next_close_code(ws)
+
+    with running_emulator(token=TOKEN, heartbeat_interval_ms=100, heartbeat_timeout_ms=400) as emulator:
+        started = time.monotonic()
+        assert asyncio.run(silent(emulator.gateway_url)) == 4009
+        assert time.monotonic() - started < 4
+        assert emulator.state()["sessions"] == 0
+
+
+def test_rest_rejects_what_discord_rejects(emu, bots):
+    """Empty and over-long messages, unknown channels and channels without Send Messages fail like on Discord."""
+    bot = bots()
+    bot.wait_ready()
+    http = bot.client.http
+    with pytest.raises(discord.HTTPException) as empty:
+        bot.call(http.request(discord.http.Route("POST", "/channels/{channel_id}/messages",
+                                                 channel_id=int(emu.channel_id)), json={}))
+    assert (empty.value.status, empty.value.code) == (400, 50006)
+    with pytest.raises(discord.HTTPException) as too_long:
+        bot.call(bot.client.get_channel(int(emu.channel_id)).send("x" * 2001))
+    assert (too_long.value.status, too_long.value.code) == (400, 50035)
+    assert "content" in too_long.value.text
+    with pytest.raises(discord.Forbidden) as forbidden:
+        bot.call(bot.client.get_channel(int(emu.read_only_channel_id)).send("hi"))
+    assert forbidden.value.code == 50013
+    with pytest.raises(discord.NotFound) as unknown:
+        bot.call(bot.client.get_partial_messageable(424242).send("hi"))
+    assert unknown.value.code == 10003
+    assert emu.bot_messages() == []
+
+
+def test_files_typing_edits_and_history_work_through_discord_py(emu, bots):
+    """Multipart uploads, typing, edits, deletes and history answer the way discord.py expects."""
+    import io
+
+    bot = bots(answer=False)
+    bot.wait_ready()
+    channel = bot.client.get_channel(int(emu.channel_id))
+
+    async def exercise() -> tuple[list[str], str, int]:
+        async with channel.typing():
+            sent = await channel.send("with a file", file=discord.File(io.BytesIO(b"hello"), "greeting.txt"))
+        edited = await sent.edit(content="edited")
+        history = [message.content async for message in channel.history(limit=5)]
+        await edited.delete()
+        return history, edited.content, sent.attachments[0].size
+
+    history, edited_content, size = bot.call(exercise())
+    assert edited_content == "edited" and size == 5 and history == ["edited"]
+    [recorded] = emu.bot_messages()
+    assert recorded["attachments"] == ["greeting.txt"] and recorded["content"] == "with a file"
+    assert f"POST /channels/{emu.channel_id}/typing" in emu.state()["rest_requests"]
