@@ -44,8 +44,10 @@ data "aws_subnets" "default_for_az" {
   }
 }
 
+# try() only guards the branch that is not taken when subnet_id is set; otherwise the postcondition above has
+# already ensured there is a subnet to pick.
 data "aws_subnet" "selected" {
-  id = var.subnet_id != null ? var.subnet_id : sort(data.aws_subnets.default_for_az[0].ids)[0]
+  id = var.subnet_id != null ? var.subnet_id : try(sort(data.aws_subnets.default_for_az[0].ids)[0], null)
 }
 
 locals {

@@ -166,6 +166,11 @@ def regex_patterns(condition: str) -> list[str]:
     return [pattern.replace('\\"', '"').replace("\\\\", "\\") for pattern in _REGEX_CALL.findall(condition)]
 
 
+def re2_search(pattern: str, value: str) -> bool:
+    """Search like Terraform's regex(), whose RE2 '$' matches only at the very end, never before a final newline."""
+    return re.search(re.sub(r"(?<!\\)\$", r"\\Z", pattern), value) is not None
+
+
 def reference(expression: str) -> str:
     """The bare reference of an expression that is a single interpolation, such as '${var.x}' -> 'var.x'."""
     match = re.fullmatch(r"\$\{([^{}]*)\}", expression)

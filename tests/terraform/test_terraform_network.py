@@ -5,7 +5,7 @@ import re
 
 import pytest
 
-from tests.terraform.hcl_model import TerraformConfig, reference, regex_patterns
+from tests.terraform.hcl_model import TerraformConfig, re2_search, reference, regex_patterns
 
 
 def _ssh_validation(tf: TerraformConfig) -> dict:
@@ -21,7 +21,7 @@ def ssh_cidr_accepted(tf: TerraformConfig, value: str) -> bool:
         ipaddress.ip_network(value, strict=True)
     except ValueError:
         return False
-    return re.search(pattern, value) is not None
+    return re2_search(pattern, value)
 
 
 def test_security_group_has_no_inline_rules(tf):
