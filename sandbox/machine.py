@@ -529,7 +529,7 @@ def _customise_root(root: Path) -> None:
 
 
 def _nspawn_processes_using(root: Path) -> list[int]:
-    needle = f":{root}:".encode()
+    needle = f"\0--directory={root}\0".encode()
     users = []
     for entry in Path("/proc").iterdir():
         if not entry.name.isdigit():
@@ -538,7 +538,7 @@ def _nspawn_processes_using(root: Path) -> list[int]:
             command_line = (entry / "cmdline").read_bytes()
         except OSError:
             continue
-        if b"systemd-nspawn" in command_line and needle in command_line.replace(b"\\:", b"\x00"):
+        if b"systemd-nspawn" in command_line and needle in command_line:
             users.append(int(entry.name))
     return users
 
@@ -1032,8 +1032,9 @@ def up(
         for directory in cgroups:
             if _cgroup_processes(directory):
                 raise MachineError(
-                    f"cgroup {directory} has processes: a machine named {name} runs from another state dir; "
-                    "pick another name or stop it there"
+                    f"cgroup {directory} holds processes {_cgroup_processes(directory)} that this state dir did "
+                    f"not start: a machine named {name} runs from another state dir (stop it there or pick "
+                    "another name), or a killed machine left them (kill them)"
                 )
         with _locked(paths.machines_dir / ".ports.lock"):
             port = _choose_port(paths, name, ssh_port, int(state.get("ssh_port") or 0) or None)
@@ -1060,25 +1061,19 @@ def up(
         return _wait_for_ssh(name, paths, timeout)
 
 
-def _orphaned_nspawn(name: str, machine_paths: MachinePaths, cgroups: Sequence[Path]) -> int | None:
-    """Find our systemd-nspawn left running without its supervisor; raise if the cgroups hold someone else's.
+def _orphaned_nspawn(machine_paths: MachinePaths, cgroups: Sequence[Path]) -> int | None:
+    """Find our systemd-nspawn still running without its supervisor, among the processes in the machine's cgroups.
 
-    Cgroup directories are named after the machine only, so they are shared by every state dir; ours is told
-    apart by the systemd-nspawn process whose command line names our upper dir.
+    Cgroup directories are named after the machine only, so a same-named machine of another state dir uses
+    them too; ours is told apart by the systemd-nspawn process whose command line names our upper dir.
     """
-    pids = [pid for directory in cgroups for pid in _cgroup_processes(directory)]
-    if not pids:
-        return None
     marker = str(machine_paths.upper).encode()
-    for pid in pids:
-        with contextlib.suppress(OSError):
-            if _command_name(pid) == "systemd-nspawn" and marker in Path(f"/proc/{pid}/cmdline").read_bytes():
-                return pid
-    raise MachineError(
-        f"the cgroups of {name} ({', '.join(map(str, cgroups))}) hold processes {sorted(set(pids))} that this "
-        f"state dir ({machine_paths.directory.parent.parent}) did not start: a machine named {name} runs from "
-        "another state dir; stop it there or pick another name"
-    )
+    for directory in cgroups:
+        for pid in _cgroup_processes(directory):
+            with contextlib.suppress(OSError):
+                if _command_name(pid) == "systemd-nspawn" and marker in Path(f"/proc/{pid}/cmdline").read_bytes():
+                    return pid
+    return None
 
 
 def _teardown(name: str, paths: StatePaths, timeout: float) -> None:
@@ -1091,8 +1086,11 @@ def _teardown(name: str, paths: StatePaths, timeout: float) -> None:
     if supervisor is not None:
         nspawn_pid, leader_pid = _nspawn_and_leader(supervisor)
     else:
-        nspawn_pid = _orphaned_nspawn(name, machine_paths, cgroups)
+        nspawn_pid = _orphaned_nspawn(machine_paths, cgroups)
         leader_pid = _container_leader(nspawn_pid) if nspawn_pid else None
+        if nspawn_pid is None and any(_cgroup_processes(directory) for directory in cgroups):
+            # Not ours (see _orphaned_nspawn): leave those processes and cgroups alone, clean only our files.
+            cgroups = []
 
     def machine_gone() -> bool:
         return not _is_alive(supervisor) and not any(_cgroup_processes(directory) for directory in cgroups)
@@ -1126,8 +1124,9 @@ def _teardown(name: str, paths: StatePaths, timeout: float) -> None:
     _remove_tree(machine_paths.upper)
     for work_dir in machine_paths.directory.glob(".#upper*"):
         _remove_tree(work_dir)
-    # systemd-nspawn leaves this per-machine directory behind on hosts without systemd.
-    _remove_tree(Path("/run/systemd/nspawn/propagate") / name)
+    if cgroups:
+        # systemd-nspawn leaves this per-machine directory behind on hosts without systemd.
+        _remove_tree(Path("/run/systemd/nspawn/propagate") / name)
     machine_paths.supervisor_file.unlink(missing_ok=True)
     machine_paths.stop_request.unlink(missing_ok=True)
 
@@ -1138,7 +1137,7 @@ def down(name: str, state_dir: str | os.PathLike[str] | None = None, timeout: fl
     _require_root_and_tools("nsenter")
     paths = StatePaths.resolve(state_dir)
     machine_paths = MachinePaths(paths.machine_dir(name))
-    if not machine_paths.directory.is_dir() and not any(directory.exists() for directory in _cgroup_dirs(name)):
+    if not machine_paths.directory.is_dir():
         return
     with _locked(machine_paths.lock_file):
         _teardown(name, paths, timeout)

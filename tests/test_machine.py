@@ -394,3 +394,19 @@ def test_cli_refuses_a_bad_name(machine_env: dict[str, str]) -> None:
     assert "invalid machine name 'Bad_Name'" in result.stderr
     assert "^[a-z][a-z0-9-]{0,30}$" in result.stderr
     assert not (Path(machine_env["state_dir"]) / "machines" / "Bad_Name").exists()
+
+
+@pytest.mark.machine
+@needs_machines
+def test_up_timeout_names_the_problem_and_shows_the_console(machine_env: dict[str, str]) -> None:
+    """When SSH does not answer in time, up exits 1 saying so and quoting the console log's path and last lines."""
+    state_dir = machine_env["state_dir"]
+    name = unique_name("slow")
+    try:
+        result = run_cli("up", name, "--state-dir", state_dir, "--timeout", "0")
+        assert result.returncode == 1
+        assert f"machine {name} did not accept SSH" in result.stderr
+        assert f"last lines of {state_dir}/machines/{name}/console.log" in result.stderr
+        assert result.stdout == ""
+    finally:
+        down(name, state_dir)
