@@ -154,6 +154,16 @@ data "aws_iam_policy_document" "operator" {
     }
   }
 
+  # The Session Manager plugin opens the session's data channel with the caller's own credentials; AWS's user
+  # policies grant this on the session ARNs. Without the token StartSession hands out, the channel cannot be opened,
+  # so the sessions of this account and Region are the narrowest resource that works for users and roles alike.
+  statement {
+    sid       = "OpenSessionDataChannel"
+    effect    = "Allow"
+    actions   = ["ssmmessages:OpenDataChannel"]
+    resources = ["${local.session_arn_prefix}/*"]
+  }
+
   # The connection ends its session when a task is done. Session ids start with the IAM user name for users; for
   # assumed roles (SSO, CI) only the session's aws:ssmmessages:session-id tag identifies the caller.
   statement {

@@ -187,6 +187,7 @@ def test_operator_policy_covers_what_ansible_does(tf):
         "ec2:DescribeInstances",
         "ssm:StartSession",
         "ssm:TerminateSession",
+        "ssmmessages:OpenDataChannel",
         "s3:PutObject",
         "s3:GetObject",
         "s3:DeleteObject",
