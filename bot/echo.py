@@ -59,6 +59,9 @@ EXIT_INTENTS_DISALLOWED = 84
 MESSAGE_LIMIT = 2000
 # Messages kept in discord.py's cache. The bot never looks back, so a small cache is enough.
 MESSAGE_CACHE_SIZE = 50
+# discord.py declares itself ready this long after the last guild arrived. Its default of 2 s is
+# dead time on every restart; a bot in a few guilds gets them all in one burst right after READY.
+GUILD_READY_TIMEOUT_SECONDS = 0.5
 # The token fetch runs in a child process, which boto3's retries and timeouts keep well below this.
 TOKEN_FETCH_TIMEOUT_SECONDS = 60
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -174,7 +177,9 @@ def fetch_token_from_secrets_manager(secret_id: str, region: str) -> str:
         code = error.response.get("Error", {}).get("Code", "")
         if code == "ResourceNotFoundException":
             raise StartupError(f"The secret {secret_id!r} does not exist in {region}.", EXIT_SECRET_NOT_FOUND) from None
-        if code in ("AccessDeniedException", "AccessDenied", "UnrecognizedClientException", "DecryptionFailure"):
+        http_status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode")
+        # 403 covers denials whose body botocore cannot parse into an error code.
+        if code in ("AccessDeniedException", "UnrecognizedClientException", "DecryptionFailure") or http_status == 403:
             raise StartupError(
                 f"Access to the secret {secret_id!r} was denied ({code}); grant secretsmanager:GetSecretValue "
                 "on it to the bot's role.",
@@ -344,18 +349,21 @@ class EchoBot(discord.Client):
             member_cache_flags=discord.MemberCacheFlags.none(),
             chunk_guilds_at_startup=False,
             max_messages=MESSAGE_CACHE_SIZE,
+            guild_ready_timeout=GUILD_READY_TIMEOUT_SECONDS,
         )
         self.notifier = notifier
         self._mention: re.Pattern[str] | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
     async def setup_hook(self) -> None:
+        # Login has fetched the bot's own user by now; messages can arrive before on_ready.
+        assert self.user is not None  # noqa: S101
+        self._mention = mention_pattern(self.user.id)
         self._watchdog = asyncio.create_task(self.notifier.run_watchdog())
 
     async def on_ready(self) -> None:
         user = self.user
         assert user is not None  # noqa: S101 - discord.py sets it before READY is dispatched
-        self._mention = mention_pattern(user.id)
         log.info("Logged on as %s#%s (%s)", user.name, user.discriminator, user.id)
         self.notifier.notify("READY=1", f"STATUS=Connected as {user.name} ({user.id})")
 

@@ -55,7 +55,10 @@ class MotoServer:
         return boto3.client(service, region_name=REGION, endpoint_url=self.url, **keys)
 
     def post(self, path: str, body: bytes = b"") -> None:
-        request = urllib.request.Request(f"{self.url}{path}", method="POST", data=body)  # noqa: S310
+        # A form content type would make moto's Flask app read the body as a form and see no data.
+        request = urllib.request.Request(  # noqa: S310
+            f"{self.url}{path}", method="POST", data=body, headers={"Content-Type": "text/plain"}
+        )
         urllib.request.urlopen(request, timeout=10).close()  # noqa: S310
 
     def reset(self) -> None:
