@@ -76,7 +76,7 @@ variable "replace_instance_on_ami_update" {
   description = <<-EOT
     Replace the instance whenever AWS publishes a newer Amazon Linux 2023 image. Off by default: the instance
     keeps the image it was launched from and is patched by dnf, and a replacement needs the Ansible playbooks to
-    run again before the bot is back.
+    run again before the bot is back. Switching this on replaces the instance once.
   EOT
   type        = bool
   default     = false
