@@ -632,6 +632,23 @@ def test_raw_gateway_sessions_resume_rules(emu):
     assert results["old_version"] == 4012
 
 
+def test_urls_in_ready_and_gateway_follow_the_host_the_client_used(emu):
+    """resume_gateway_url and GET /gateway name the address the client dialled, so they work from a container."""
+
+    async def scenario() -> tuple[str, dict]:
+        headers = {"Host": "emulator.test:4242"}
+        async with aiohttp.ClientSession() as http:
+            async with http.ws_connect(emu.gateway_url + "?v=10&encoding=json", headers=headers) as ws:
+                ready, _ = await identify_raw(ws)
+            async with http.get(emu.api_base + "/gateway", headers={**headers, "Authorization": f"Bot {TOKEN}"}
+                                ) as response:
+                return ready["d"]["resume_gateway_url"], await response.json()
+
+    resume_url, gateway = asyncio.run(scenario())
+    assert resume_url == "ws://emulator.test:4242/resume"
+    assert gateway == {"url": "ws://emulator.test:4242"}
+
+
 def test_a_silent_client_is_closed_with_4009():
     """A connection that stops heartbeating is closed with 4009 Session timed out."""
 
@@ -677,16 +694,16 @@ def test_files_typing_edits_and_history_work_through_discord_py(emu, bots):
     bot.wait_ready()
     channel = bot.client.get_channel(int(emu.channel_id))
 
-    async def exercise() -> tuple[list[str], str, int]:
+    async def exercise() -> tuple[list[str], str, bytes]:
         async with channel.typing():
             sent = await channel.send("with a file", file=discord.File(io.BytesIO(b"hello"), "greeting.txt"))
         edited = await sent.edit(content="edited")
         history = [message.content async for message in channel.history(limit=5)]
         await edited.delete()
-        return history, edited.content, sent.attachments[0].size
+        return history, edited.content, await sent.attachments[0].read()
 
-    history, edited_content, size = bot.call(exercise())
-    assert edited_content == "edited" and size == 5 and history == ["edited"]
+    history, edited_content, downloaded = bot.call(exercise())
+    assert edited_content == "edited" and downloaded == b"hello" and history == ["edited"]
     [recorded] = emu.bot_messages()
     assert recorded["attachments"] == ["greeting.txt"] and recorded["content"] == "with a file"
     assert f"POST /channels/{emu.channel_id}/typing" in emu.state()["rest_requests"]

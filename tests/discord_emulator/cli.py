@@ -61,6 +61,8 @@ def build_parser() -> argparse.ArgumentParser:
 
     serve = commands.add_parser("serve", help="run the emulator until SIGTERM or SIGINT")
     serve.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1)")
+    serve.add_argument("--advertise-host",
+                       help="address to put into URLs, when clients reach the emulator by another name or address")
     serve.add_argument("--port", type=_port, default=0, help="port to listen on; 0 picks a free one (default)")
     serve.add_argument("--token", help=f"the bot token to accept; prefer the {TOKEN_ENV} environment variable, "
                                        "which does not show up in ps")
@@ -95,7 +97,8 @@ async def _serve(args: argparse.Namespace, token: str) -> int:
     emulator = DiscordEmulator(
         token, host=args.host, port=args.port, heartbeat_interval_ms=args.heartbeat_interval_ms,
         refuse_message_content=args.refuse_message_content, bot_username=args.bot_username,
-        message_rate_limit=args.message_rate_limit, message_rate_window_s=args.message_rate_window)
+        message_rate_limit=args.message_rate_limit, message_rate_window_s=args.message_rate_window,
+        advertise_host=args.advertise_host)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGTERM, signal.SIGINT):

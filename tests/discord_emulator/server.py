@@ -75,6 +75,7 @@ NONCE_DEDUPLICATION_S = 300
 MAX_RECORDED_REQUESTS = 5000
 MAX_IDLE_SESSIONS = 50
 RESUME_HANDSHAKE_TIMEOUT_S = 5.0
+MAX_STORED_ATTACHMENTS = 100
 
 
 class EmulatorError(ValueError):
@@ -96,6 +97,7 @@ class DiscordEmulator:
         message_rate_limit: int = 5,
         message_rate_window_s: float = 5.0,
         heartbeat_timeout_ms: int | None = None,
+        advertise_host: str | None = None,
     ) -> None:
         check_token(token)
         if not isinstance(heartbeat_interval_ms, int) or heartbeat_interval_ms < 50:
@@ -107,6 +109,8 @@ class DiscordEmulator:
         self._token = token
         self.token_revoked = False
         self.host = host
+        # The address put into URLs when the listening address is no use to a client (0.0.0.0, ::).
+        self.advertise_host = advertise_host or ("127.0.0.1" if host in ("0.0.0.0", "::", "") else host)
         self._requested_port = port
         self.port: int | None = None
         self.heartbeat_interval_ms = heartbeat_interval_ms
@@ -130,6 +134,7 @@ class DiscordEmulator:
         self.last_identify: dict[str, Any] | None = None
         self.last_compression: str | None = None
         self.session_starts_used = 0
+        self.attachments: dict[str, tuple[str, bytes]] = {}
         self.application_commands: dict[str, list[dict[str, Any]]] = {}
         self.gateway_hold_until = 0.0
         self._nonces: dict[tuple[str, str], tuple[float, dict[str, Any]]] = {}
@@ -152,6 +157,8 @@ class DiscordEmulator:
         control.add_routes(app, self)
         app.router.add_get("/", self._handle_gateway)
         app.router.add_get("/resume", self._handle_gateway)
+        # Attachment URLs in messages point here, the emulator's stand-in for Discord's CDN.
+        app.router.add_get("/attachments/{channel_id}/{attachment_id}/{filename}", self._get_attachment)
         self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
         await self._runner.setup()
         site = web.TCPSite(self._runner, self.host, self._requested_port, reuse_address=True)
@@ -203,7 +210,12 @@ class DiscordEmulator:
     def _base(self, scheme: str) -> str:
         if self.port is None:
             raise RuntimeError("the emulator has not been started")
-        return f"{scheme}://{self.host}:{self.port}"
+        host = f"[{self.advertise_host}]" if ":" in self.advertise_host else self.advertise_host
+        return f"{scheme}://{host}:{self.port}"
+
+    def _base_for(self, request: web.Request, scheme: str) -> str:
+        """The address the client used to reach us, so URLs we hand out work from where it stands."""
+        return f"{scheme}://{request.host}" if request.headers.get("Host") else self._base(scheme)
 
     @property
     def api_base(self) -> str:
@@ -212,10 +224,6 @@ class DiscordEmulator:
     @property
     def gateway_url(self) -> str:
         return self._base("ws") + "/"
-
-    @property
-    def resume_gateway_url(self) -> str:
-        return self._base("ws") + "/resume"
 
     @property
     def control_url(self) -> str:
@@ -490,7 +498,7 @@ class DiscordEmulator:
             "guilds": [{"id": self.world.guild_id, "unavailable": True}],
             "session_id": session.session_id,
             "session_type": "normal",
-            "resume_gateway_url": self.resume_gateway_url,
+            "resume_gateway_url": self._base_for(connection.request, "ws") + "/resume",
             "application": {"id": self.world.application_id, "flags": self.world.application_flags},
             "user_settings": {},
             "private_channels": [],
@@ -833,8 +841,7 @@ class DiscordEmulator:
         match_info = request.match_info
         if match_info.http_exception is not None:
             status = match_info.http_exception.status
-            if status == 404:
-                self.unknown_routes.append(line)
+            self.unknown_routes.append(line)
             return generic_error(status)
         authorization = request.headers.get("Authorization", "")
         if not (authorization.startswith("Bot ") and self.token_is_valid(authorization[4:])):
@@ -875,12 +882,12 @@ class DiscordEmulator:
     async def _get_application(self, _request: web.Request) -> web.Response:
         return json_response(self.world.application_payload())
 
-    async def _get_gateway(self, _request: web.Request) -> web.Response:
-        return json_response({"url": self.gateway_url.rstrip("/")})
+    async def _get_gateway(self, request: web.Request) -> web.Response:
+        return json_response({"url": self._base_for(request, "ws")})
 
-    async def _get_gateway_bot(self, _request: web.Request) -> web.Response:
+    async def _get_gateway_bot(self, request: web.Request) -> web.Response:
         return json_response({
-            "url": self.gateway_url.rstrip("/"),
+            "url": self._base_for(request, "ws"),
             "shards": 1,
             "session_start_limit": {"total": 1000, "remaining": 1000 - self.session_starts_used,
                                     "reset_after": 86_400_000, "max_concurrency": 1},
@@ -932,12 +939,7 @@ class DiscordEmulator:
         allowed = body.get("allowed_mentions")
         mentions, mention_roles, mention_everyone = self._allowed_mentions(content, allowed, referenced, channel,
                                                                            bot_permissions)
-        attachments = [
-            {"id": world.snowflakes.new(), "filename": name, "size": len(data), "content_type": content_type,
-             "url": f"{self._base('http')}/attachments/{channel.id}/{name}",
-             "proxy_url": f"{self._base('http')}/attachments/{channel.id}/{name}"}
-            for name, content_type, data in uploads
-        ]
+        attachments = [self._store_attachment(request, channel, *upload) for upload in uploads]
         message = self._build_message(
             channel=channel, author=world.bot.payload(), content=content, mentions=mentions,
             mention_roles=mention_roles, mention_everyone=mention_everyone,
@@ -965,6 +967,22 @@ class DiscordEmulator:
         await self._dispatch_message("MESSAGE_CREATE", self._gateway_message(message, channel, world.bot.id),
                                      channel)
         return json_response(message)
+
+    def _store_attachment(self, request: web.Request, channel: Channel, filename: str, content_type: str,
+                          data: bytes) -> dict[str, Any]:
+        attachment_id = self.world.snowflakes.new()
+        self.attachments[attachment_id] = (content_type, data)
+        while len(self.attachments) > MAX_STORED_ATTACHMENTS:
+            self.attachments.pop(next(iter(self.attachments)))
+        url = f"{self._base_for(request, 'http')}/attachments/{channel.id}/{attachment_id}/{filename}"
+        return {"id": attachment_id, "filename": filename, "size": len(data), "content_type": content_type,
+                "url": url, "proxy_url": url}
+
+    async def _get_attachment(self, request: web.Request) -> web.Response:
+        stored = self.attachments.get(request.match_info["attachment_id"])
+        if stored is None:
+            return generic_error(404)
+        return web.Response(body=stored[1], content_type=stored[0].split(";")[0])
 
     def _channel_message(self, reference: dict[str, Any], channel: Channel) -> dict[str, Any] | None:
         target = self.world.channels.get(str(reference.get("channel_id") or channel.id))
