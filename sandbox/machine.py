@@ -167,6 +167,10 @@ class MachinePaths:
         return self.directory / "console.log"
 
     @property
+    def previous_console_log(self) -> Path:
+        return self.directory / "console.previous.log"
+
+    @property
     def supervisor_file(self) -> Path:
         return self.directory / "supervisor.json"
 
@@ -651,7 +655,14 @@ class Machine:
     def exec(
         self, argv: Sequence[str], check: bool = True, timeout: float | None = 300
     ) -> subprocess.CompletedProcess[str]:
-        """Run `argv` inside the machine via nsenter (no SSH needed) and capture its output as text."""
+        """Run `argv` inside the machine via nsenter (no SSH needed) and capture its output as text.
+
+        After a reboot the recorded PID 1 is gone; the current one is looked up (and recorded) then.
+        """
+        if not _is_alive(self.leader_pid):
+            # upper_dir is <state dir>/machines/<name>/upper.
+            current = info(self.name, Path(self.upper_dir).parent.parent.parent)
+            self.leader_pid, self.nspawn_pid = (current.leader_pid, current.nspawn_pid) if current else (None, None)
         if not self.leader_pid:
             raise MachineError(f"machine {self.name} has no running PID 1 right now (rebooting?); retry shortly")
         return subprocess.run(  # noqa: S603
@@ -1051,7 +1062,9 @@ def up(
             _remove_cgroup(directory)
             directory.mkdir()
         machine_paths.stop_request.unlink(missing_ok=True)
-        machine_paths.console_log.write_bytes(b"")
+        if machine_paths.console_log.exists():
+            # Kept for one more boot: it explains why an earlier run of this machine died.
+            os.replace(machine_paths.console_log, machine_paths.previous_console_log)
         _launch_supervisor(name, paths, machine_paths)
         if not _wait_until(lambda: _live_supervisor(machine_paths) is not None, 15):
             raise MachineError(
@@ -1202,6 +1215,13 @@ def _parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="python3 -m sandbox.machine",
         description="Boot Debian 12 test machines with systemd-nspawn, reachable over SSH on 127.0.0.1.",
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        epilog=(
+            f"The state dir holds roots/<recipe hash>/ (the cached root; ${ROOTS_DIR_ENV} moves it),\n"
+            "machines/<NAME>/{upper,state.json,console.log} and ssh/id_ed25519 (root's login key).\n"
+            "Example: python3 -m sandbox.machine up web && python3 -m sandbox.machine exec web -- "
+            "systemctl is-system-running"
+        ),
     )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     state_help = f"state dir (default: ${STATE_DIR_ENV} or {DEFAULT_STATE_DIR})"

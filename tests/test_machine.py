@@ -176,6 +176,27 @@ def test_removal_unmounts_instead_of_deleting_through_a_mount(tmp_path: Path) ->
     assert (source / "node").read_text() == "x"
 
 
+@pytest.mark.skipif(os.geteuid() != 0, reason="building a root needs root")
+def test_failed_root_build_leaves_no_half_root(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A failed debootstrap leaves no cache and no build dir, its error quotes the log; dead builds are swept."""
+    fake_debootstrap = tmp_path / "bin" / "debootstrap"
+    fake_debootstrap.parent.mkdir()
+    # Arguments: --variant --components --include SUITE TARGET MIRROR; half-populate the target, then fail.
+    fake_debootstrap.write_text('#!/bin/sh\nmkdir -p "$5/etc"\necho "E: simulated mirror failure"\nexit 1\n')
+    fake_debootstrap.chmod(0o755)
+    monkeypatch.setenv("PATH", f"{fake_debootstrap.parent}:{os.environ['PATH']}")
+    monkeypatch.setenv(machine_module.ROOTS_DIR_ENV, str(tmp_path / "roots"))
+    paths = machine_module.StatePaths.resolve(tmp_path / "state")
+    root = machine_module.root_cache_path(paths)
+    # No PID can be this large (pid_max is at most 2**22), so this build's owner is surely dead.
+    dead_build = paths.roots_dir / f".build-{root.name}-99999999"
+    (dead_build / "etc").mkdir(parents=True)
+    with pytest.raises(MachineError, match=r"(?s)debootstrap failed \(exit 1\).*simulated mirror failure"):
+        machine_module.build_root(tmp_path / "state")
+    assert not root.exists()
+    assert [path.name for path in paths.roots_dir.iterdir() if path.is_dir()] == []
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # With machines
 
@@ -362,6 +383,9 @@ def test_reboot_from_inside_comes_back(booted: Machine, machine_env: dict[str, s
     after_cli = json.loads(rebooted.stdout)
     assert after_cli["leader_pid"] not in {back.leader_pid, None}
     assert machine_module.info(booted.name, state_dir).run("true").returncode == 0
+    # A Machine recorded before the reboots finds the new PID 1 by itself.
+    assert booted.exec(["cat", "/root/reboot-marker"]).stdout.strip() == "kept"
+    assert booted.leader_pid == after_cli["leader_pid"]
 
 
 @pytest.mark.machine
