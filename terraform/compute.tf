@@ -63,10 +63,5 @@ resource "aws_instance" "bot" {
   lifecycle {
     ignore_changes       = [ami]
     replace_triggered_by = [terraform_data.ami_release]
-
-    precondition {
-      condition     = startswith(var.instance_type, "t4g.") == (local.architecture == "arm64")
-      error_message = "The image architecture does not fit instance_type: t4g needs arm64, t2/t3/t3a need x86_64."
-    }
   }
 }
