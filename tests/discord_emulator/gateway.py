@@ -81,6 +81,7 @@ class GatewaySession:
     invalidated: bool = False
     created_at: float = field(default_factory=time.time)
     disconnected_at: float | None = None
+    dispatch_lock: asyncio.Lock = field(default_factory=asyncio.Lock)
 
     def next_dispatch(self, event: str, data: Any) -> dict[str, Any]:
         self.sequence += 1

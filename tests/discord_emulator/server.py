@@ -114,6 +114,8 @@ class DiscordEmulator:
         self._requested_port = port
         self.port: int | None = None
         self.heartbeat_interval_ms = heartbeat_interval_ms
+        if heartbeat_timeout_ms is not None and (not isinstance(heartbeat_timeout_ms, int) or heartbeat_timeout_ms < 1):
+            raise ValueError(f"heartbeat_timeout_ms must be a positive integer, got {heartbeat_timeout_ms!r}")
         # Discord tolerates a late heartbeat; the grace keeps a busy test machine from looking like a dead client.
         self.heartbeat_timeout_ms = heartbeat_timeout_ms or heartbeat_interval_ms + max(heartbeat_interval_ms, 5000)
         self.world = World(bot_username=bot_username, refuse_message_content=refuse_message_content)
@@ -343,11 +345,9 @@ class DiscordEmulator:
         self.last_compression = compression
         log.info("gateway connection %d opened from %s path=%s compress=%s", connection.id, connection.peer,
                  connection.path, compression or "none")
-        watchdog = self._spawn(self._heartbeat_watchdog(connection))
         try:
             await self._serve_connection(connection, request.query.get("v"))
         finally:
-            watchdog.cancel()
             self._connection_finished(connection)
         return websocket
 
@@ -363,6 +363,13 @@ class DiscordEmulator:
             "_trace": [json.dumps(["discord-emulator", {"micros": 0}])],
         }))
         connection.last_heartbeat_at = time.monotonic()
+        watchdog = self._spawn(self._heartbeat_watchdog(connection))
+        try:
+            await self._receive_loop(connection)
+        finally:
+            watchdog.cancel()
+
+    async def _receive_loop(self, connection: GatewayConnection) -> None:
         while connection.is_open:
             message = await connection.websocket.receive()
             if message.type is WSMsgType.CLOSE:
@@ -385,7 +392,13 @@ class DiscordEmulator:
             if not connection.count_event():
                 await self._close_connection(connection, 4008)
                 break
-            await self._handle_client_payload(connection, payload)
+            try:
+                await self._handle_client_payload(connection, payload)
+            except Exception:
+                # A bug here must not look like a protocol rule: close the way Discord does on internal errors.
+                log.exception("internal error handling op %s on connection %d", payload.get("op"), connection.id)
+                await self._close_connection(connection, 4000)
+                break
 
     def _connection_finished(self, connection: GatewayConnection) -> None:
         if connection.closed_by is None:
@@ -511,10 +524,11 @@ class DiscordEmulator:
         }
         if shard is not None:
             ready["shard"] = shard
-        await self._dispatch_to(session, "READY", ready)
         guild = self.world.guild_payload(include_all_members=bool(intents & INTENT_GUILD_MEMBERS),
                                          large_threshold=large_threshold)
-        await self._dispatch_to(session, "GUILD_CREATE", guild)
+        async with session.dispatch_lock:
+            await self._send_dispatch(session, "READY", ready)
+            await self._send_dispatch(session, "GUILD_CREATE", guild)
         self._notify()
 
     async def _resume(self, connection: GatewayConnection, data: Any) -> None:
@@ -544,15 +558,17 @@ class DiscordEmulator:
         if previous is not None and previous is not connection and previous.is_open:
             # A session lives on one connection; the older one is closed like Discord does on a takeover.
             await self._close_connection(previous, 4000, "Session resumed elsewhere.")
-        session.connection = connection
-        connection.session = session
-        session.disconnected_at = None
-        self.counters["resume_count"] += 1
-        log.info("RESUME on connection %d: session %s from seq %s, replaying %d dispatch(es)", connection.id,
-                 session.session_id, sequence, len(missed))
-        for payload in missed:
-            await connection.send(payload)
-        await self._dispatch_to(session, "RESUMED", {"_trace": [json.dumps(["discord-emulator", {}])]})
+        # Under the session's lock, so that a message dispatched meanwhile lands after the replay, in order.
+        async with session.dispatch_lock:
+            session.connection = connection
+            connection.session = session
+            session.disconnected_at = None
+            self.counters["resume_count"] += 1
+            log.info("RESUME on connection %d: session %s from seq %s, replaying %d dispatch(es)", connection.id,
+                     session.session_id, sequence, len(missed))
+            for payload in missed:
+                await connection.send(payload)
+            await self._send_dispatch(session, "RESUMED", {"_trace": [json.dumps(["discord-emulator", {}])]})
         self._notify()
 
     async def _send_invalid_session(self, connection: GatewayConnection, *, resumable: bool) -> None:
@@ -593,6 +609,10 @@ class DiscordEmulator:
         await self._dispatch_to(session, "GUILD_MEMBERS_CHUNK", chunk)
 
     async def _dispatch_to(self, session: GatewaySession, event: str, data: Any) -> None:
+        async with session.dispatch_lock:
+            await self._send_dispatch(session, event, data)
+
+    async def _send_dispatch(self, session: GatewaySession, event: str, data: Any) -> None:
         payload = session.next_dispatch(event, data)
         self.counters["dispatches"] += 1
         connection = session.connection
