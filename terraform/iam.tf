@@ -46,6 +46,16 @@ data "aws_iam_policy_document" "bot_instance" {
     resources = ["${aws_s3_bucket.bot_code.arn}/${var.bot_code_key_prefix}*"]
   }
 
+  # The amazon.aws S3 modules the deploy role runs on the instance check the bucket with HeadBucket before they
+  # read, and S3 authorizes HeadBucket as s3:ListBucket, which cannot be narrowed to a key prefix for that call.
+  # The bucket holds nothing but the bot's code, so listing it reveals no more than the keys of that code.
+  statement {
+    sid       = "LocateBotCodeBucket"
+    effect    = "Allow"
+    actions   = ["s3:ListBucket"]
+    resources = [aws_s3_bucket.bot_code.arn]
+  }
+
   statement {
     sid       = "ReadBotToken"
     effect    = "Allow"

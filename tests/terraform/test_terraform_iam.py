@@ -12,6 +12,7 @@ ACTIONS_WITHOUT_RESOURCE_SCOPE = {"ec2:DescribeInstances", "ec2:DescribeRegions"
 # Everything the instance may do, by statement. Widening it must be a deliberate change to this table.
 INSTANCE_PERMISSIONS = {
     "ReadBotCode": {"s3:GetObject", "s3:GetObjectVersion"},
+    "LocateBotCodeBucket": {"s3:ListBucket"},
     "ReadBotToken": {"secretsmanager:GetSecretValue"},
     "WriteBotLogs": {"logs:CreateLogStream", "logs:DescribeLogStreams", "logs:PutLogEvents"},
     "DecryptBotTokenThroughSecretsManager": {"kms:Decrypt"},
@@ -112,6 +113,12 @@ def test_instance_reads_only_the_bot_code_prefix(tf):
     """Object and object-version reads are limited to the bot's key prefix in the bot bucket."""
     (read_code,) = [s for s in tf.policy_statements("bot_instance") if s.sid == "ReadBotCode"]
     assert read_code.resources == ["${aws_s3_bucket.bot_code.arn}/${var.bot_code_key_prefix}*"]
+
+
+def test_instance_may_locate_only_the_bot_code_bucket(tf):
+    """The bucket-level permission HeadBucket needs is granted on the bot code bucket and no other."""
+    (locate,) = [s for s in tf.policy_statements("bot_instance") if s.sid == "LocateBotCodeBucket"]
+    assert locate.resources == ["${aws_s3_bucket.bot_code.arn}"]
 
 
 def test_instance_reads_only_its_own_secret(tf):
