@@ -111,6 +111,8 @@ class GatewayConnection:
         self._compressor = zlib.compressobj() if compression == "zlib-stream" else None
         self._send_lock = asyncio.Lock()
         self.session: GatewaySession | None = None
+        # Set once READY (or RESUMED) has gone out: from then on the session counts as connected.
+        self.ready = False
         self.opened_at = time.monotonic()
         self.last_heartbeat_at = time.monotonic()
         self.event_times: deque[float] = deque()

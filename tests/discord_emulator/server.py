@@ -259,7 +259,7 @@ class DiscordEmulator:
         """Invalidates the token: open sessions end with 4004, later IDENTIFY gets 4004 and REST 401."""
         self.token_revoked = True
         closed = 0
-        for connection in self._authenticated_connections():
+        for connection in [c for c in self.connections.values() if c.is_open and c.session is not None]:
             await self._close_connection(connection, 4004)
             closed += 1
         for session in self.sessions.values():
@@ -278,7 +278,7 @@ class DiscordEmulator:
     # -- state ----------------------------------------------------------------------------------------------------
 
     def _authenticated_connections(self) -> list[GatewayConnection]:
-        return [c for c in self.connections.values() if c.is_open and c.session is not None]
+        return [c for c in self.connections.values() if c.is_open and c.session is not None and c.ready]
 
     def is_connected(self) -> bool:
         return bool(self._authenticated_connections())
@@ -529,6 +529,7 @@ class DiscordEmulator:
         async with session.dispatch_lock:
             await self._send_dispatch(session, "READY", ready)
             await self._send_dispatch(session, "GUILD_CREATE", guild)
+        connection.ready = True
         self._notify()
 
     async def _resume(self, connection: GatewayConnection, data: Any) -> None:
@@ -569,6 +570,7 @@ class DiscordEmulator:
             for payload in missed:
                 await connection.send(payload)
             await self._send_dispatch(session, "RESUMED", {"_trace": [json.dumps(["discord-emulator", {}])]})
+        connection.ready = True
         self._notify()
 
     async def _send_invalid_session(self, connection: GatewayConnection, *, resumable: bool) -> None:
