@@ -25,7 +25,7 @@ import socket
 import subprocess
 import sys
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
 DEFAULT_STATE_DIR = Path("/var/lib/discord-bot-sandbox")
@@ -307,7 +307,7 @@ def _signal(pid: int | None, signum: int) -> None:
             os.kill(pid, signum)
 
 
-def _wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
+def _wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.2) -> bool:
     deadline = time.monotonic() + timeout
     while True:
         if predicate():
@@ -321,22 +321,28 @@ def _wait_until(predicate, timeout: float, interval: float = 0.2) -> bool:
 # Cgroups
 
 
-def _cgroup_hierarchies() -> list[Path]:
-    """The cgroup mounts each machine needs its own directory in: the unified one and, on hybrid hosts, name=systemd."""
-    unified: Path | None = None
-    named_systemd: Path | None = None
+def _mounts() -> list[tuple[Path, str, str]]:
+    """(mount point, file system type, super options) of every mount this process sees."""
+    mounts = []
     for line in Path("/proc/self/mountinfo").read_text().splitlines():
         before, _, after = line.partition(" - ")
-        mount_point = Path(before.split()[4].replace("\\040", " "))
+        # mountinfo writes space, tab, newline and backslash in paths as octal escapes.
+        mount_point = re.sub(r"\\([0-7]{3})", lambda match: chr(int(match.group(1), 8)), before.split()[4])
         fstype, _source, options = [*after.split(), "", "", ""][:3]
-        if fstype == "cgroup2" and unified is None:
-            unified = mount_point
-        elif fstype == "cgroup" and "name=systemd" in options.split(","):
-            named_systemd = mount_point
-    hierarchies = [path for path in (unified, named_systemd) if path is not None]
+        mounts.append((Path(mount_point), fstype, options))
+    return mounts
+
+
+def _cgroup_hierarchies() -> list[Path]:
+    """The cgroup mounts each machine needs its own directory in: the unified one and, on hybrid hosts, name=systemd."""
+    unified = next((point for point, fstype, _options in _mounts() if fstype == "cgroup2"), None)
     if unified is None:
         raise MachineError("no cgroup2 (unified) hierarchy is mounted on this host; systemd in the machines needs one")
-    return hierarchies
+    named_systemd = next(
+        (point for point, fstype, options in _mounts() if fstype == "cgroup" and "name=systemd" in options.split(",")),
+        None,
+    )
+    return [unified] if named_systemd is None else [unified, named_systemd]
 
 
 def _cgroup_dirs(name: str) -> list[Path]:
@@ -373,12 +379,9 @@ def _remove_cgroup(directory: Path) -> None:
 
 
 def _mount_points_below(directory: Path) -> list[Path]:
+    """Mount points at or below `directory`, deepest first (the order to unmount them in)."""
     resolved = directory.resolve()
-    found = []
-    for line in Path("/proc/self/mountinfo").read_text().splitlines():
-        mount_point = Path(line.split()[4].replace("\\040", " "))
-        if mount_point == resolved or resolved in mount_point.parents:
-            found.append(mount_point)
+    found = [point for point, _fstype, _options in _mounts() if point == resolved or resolved in point.parents]
     return sorted(found, key=lambda path: len(path.parts), reverse=True)
 
 
@@ -388,26 +391,32 @@ def _remove_tree(directory: Path) -> None:
     A killed debootstrap can leave /proc, /sys or a bind of /dev mounted inside its target; a plain rmtree
     there would try to delete the host's device nodes.
     """
-    if not directory.exists() and not directory.is_symlink():
+    if directory.is_symlink():
+        directory.unlink()
+        return
+    if not directory.exists():
         return
     for mount_point in _mount_points_below(directory):
         # umount(8) is the only stdlib-reachable way to detach a mount; a lazy detach cannot hang on busy mounts.
         subprocess.run(["umount", "--lazy", str(mount_point)], check=False, capture_output=True)  # noqa: S603, S607
     if _mount_points_below(directory):
         raise MachineError(f"{directory} still has mounts below it; unmount them, then remove it by hand")
+    # Check every directory before deleting anything: a mount that escaped the mountinfo check must stop us.
     top_device = directory.lstat().st_dev
-    for current, subdirs, files in os.walk(directory, topdown=False):
-        current_path = Path(current)
-        for file_name in files:
-            (current_path / file_name).unlink(missing_ok=True)
+    for current, subdirs, _files in os.walk(directory):
         for subdir in subdirs:
-            path = current_path / subdir
+            path = Path(current, subdir)
+            if not path.is_symlink() and path.lstat().st_dev != top_device:
+                raise MachineError(f"refusing to remove {directory}: {path} is on another file system")
+    for current, subdirs, files in os.walk(directory, topdown=False):
+        for file_name in files:
+            Path(current, file_name).unlink(missing_ok=True)
+        for subdir in subdirs:
+            path = Path(current, subdir)
             if path.is_symlink():
                 path.unlink()
-            elif path.lstat().st_dev == top_device:
-                path.rmdir()
             else:
-                raise MachineError(f"refusing to remove {path}: it is on another file system")
+                path.rmdir()
     directory.rmdir()
 
 
@@ -547,6 +556,28 @@ def _nspawn_processes_using(root: Path) -> list[int]:
     return users
 
 
+def _debootstrap(target: Path, log_path: Path) -> None:
+    with log_path.open("w") as log:
+        result = subprocess.run(  # noqa: S603
+            [  # noqa: S607
+                "debootstrap",
+                "--variant=minbase",
+                "--components=main",
+                f"--include={','.join(ROOT_PACKAGES)}",
+                DEBIAN_SUITE,
+                str(target),
+                DEBIAN_MIRROR,
+            ],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            check=False,
+        )
+    if result.returncode != 0:
+        raise MachineError(
+            f"debootstrap failed (exit {result.returncode}); last lines of {log_path}:\n{_tail(log_path)}"
+        )
+
+
 def build_root(state_dir: str | os.PathLike[str] | None = None, force: bool = False) -> Path:
     """Return the cached root for the current recipe, building it first if it is missing (or if `force`)."""
     _require_root_and_tools("debootstrap", "chroot")
@@ -556,7 +587,9 @@ def build_root(state_dir: str | os.PathLike[str] | None = None, force: bool = Fa
     with _locked(paths.roots_dir / f".{root.name}.lock"):
         if root.is_dir() and not force:
             return root
-        for stale in paths.roots_dir.glob(f".build-{root.name}-*"):
+        # Left behind by builds that were killed; the PID suffix says whether their builder still runs.
+        stale_dirs = [*paths.roots_dir.glob(f".build-{root.name}-*"), *paths.roots_dir.glob(f".retired-{root.name}-*")]
+        for stale in (path for path in stale_dirs if path.is_dir()):
             owner = stale.name.rsplit("-", 1)[-1]
             if not (owner.isdigit() and _is_alive(int(owner))):
                 _remove_tree(stale)
@@ -570,30 +603,13 @@ def build_root(state_dir: str | os.PathLike[str] | None = None, force: bool = Fa
         log_path = paths.roots_dir / f".build-{root.name}.log"
         _note(f"building the machine root {root} with debootstrap (about 70 s)")
         started = time.monotonic()
-        with log_path.open("w") as log:
-            result = subprocess.run(  # noqa: S603
-                [  # noqa: S607
-                    "debootstrap",
-                    "--variant=minbase",
-                    "--components=main",
-                    f"--include={','.join(ROOT_PACKAGES)}",
-                    DEBIAN_SUITE,
-                    str(build_dir),
-                    DEBIAN_MIRROR,
-                ],
-                stdout=log,
-                stderr=subprocess.STDOUT,
-                check=False,
-            )
-        if result.returncode != 0:
-            tail = _tail(log_path)
-            _remove_tree(build_dir)
-            raise MachineError(f"debootstrap failed (exit {result.returncode}); last lines of {log_path}:\n{tail}")
         try:
+            _debootstrap(build_dir, log_path)
             _customise_root(build_dir)
             if _mount_points_below(build_dir):
                 raise MachineError(f"debootstrap left mounts below {build_dir}; refusing to cache it")
         except BaseException:
+            # Also on Ctrl-C: the cache must only ever see complete roots, and a half one is 200 MB of litter.
             _remove_tree(build_dir)
             raise
         if root.is_dir():
