@@ -707,3 +707,22 @@ def test_files_typing_edits_and_history_work_through_discord_py(emu, bots):
     [recorded] = emu.bot_messages()
     assert recorded["attachments"] == ["greeting.txt"] and recorded["content"] == "with a file"
     assert f"POST /channels/{emu.channel_id}/typing" in emu.state()["rest_requests"]
+
+
+@pytest.mark.parametrize("how", ["sigint", "control"])
+def test_cli_serve_also_stops_cleanly_on_sigint_and_on_shutdown_request(how):
+    """serve exits 0 on SIGINT and when shutdown() is called through the control API."""
+    server = subprocess.Popen(
+        [sys.executable, "-m", "tests.discord_emulator", "serve", "--port", "0", "--token", TOKEN],
+        cwd=REPO_ROOT, text=True, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        info = json.loads(server.stdout.readline())
+        if how == "sigint":
+            server.send_signal(signal.SIGINT)
+        else:
+            EmulatorClient(info["control_url"]).shutdown()
+        assert server.wait(10) == 0
+    finally:
+        if server.poll() is None:
+            server.kill()
+            server.wait(5)
