@@ -96,7 +96,7 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=1000, help="messages per phase (default 1000)")
     parser.add_argument("--json", type=pathlib.Path, default=REPO / "build" / "benchmarks" / "bot_echo.json")
     parser.add_argument(
-        "--bot-python", default=sys.executable, help="interpreter of the environment the bot runs in (default: this one)"
+        "--bot-python", default=sys.executable, help="interpreter of the bot's environment (default: this one)"
     )
     args = parser.parse_args()
     if args.messages < 1:
