@@ -521,6 +521,8 @@ def test_control_api_reports_bad_requests_and_timeouts_clearly(emu):
         emu.drop_connection()
     with pytest.raises(EmulatorControlError, match="unknown channel_id"):
         emu.post_message("hello", channel_id="42")
+    with pytest.raises(EmulatorControlError, match="content is 4001 characters; Discord allows 4000"):
+        emu.post_message("x" * 4001)
     with pytest.raises(EmulatorControlError, match="status must be"):
         emu.inject_rest_errors(status=200)
     with pytest.raises(TimeoutError, match=r"expected 1 bot message\(s\) after index 0 within 0.2s, got 0"):
