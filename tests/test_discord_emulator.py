@@ -236,6 +236,35 @@ def test_everyone_mentions_count_only_when_the_poster_may(emu, bots):
     assert hooked.mention_everyone is True and hooked.webhook_id == 777000777000777000
 
 
+def test_direct_messages_reach_the_bot_and_its_answers_go_back(emu, bots):
+    """A DM arrives without guild or member in a DMChannel, with content even without the intent."""
+    bot = bots(intents=discord.Intents.default())
+    bot.wait_ready()
+    emu.post_message(f"<@{emu.bot_user_id}> in private", channel_id=emu.dm_channel_id)
+    emu.post_message("no mention needed", channel_id=emu.dm_channel_id)
+    received = bot.wait_message(f"<@{emu.bot_user_id}> in private")
+    assert isinstance(received.channel, discord.DMChannel) and received.guild is None
+    assert isinstance(received.author, discord.User) and str(received.author.id) == emu.user_id
+    assert bot.wait_message("no mention needed").content == "no mention needed"
+    [answer] = emu.wait_for_bot_messages(1)
+    assert answer["channel_id"] == emu.dm_channel_id
+
+
+def test_the_members_intent_gets_all_members_and_answers_member_queries(emu, bots):
+    """With the members intent GUILD_CREATE lists every member, and op 8 queries get a matching chunk."""
+    intents = discord.Intents.default()
+    intents.members = True
+    bot = bots(intents=intents)
+    bot.wait_ready()
+    guild = bot.client.get_guild(int(emu.guild_id))
+    assert guild.chunked
+    assert {str(member.id) for member in guild.members} >= {emu.bot_user_id, emu.user_id, emu.owner_id}
+    found = bot.call(guild.query_members(query="ali"))
+    assert [str(member.id) for member in found] == [emu.user_id]
+    by_id = bot.call(guild.query_members(user_ids=[int(emu.owner_id)]))
+    assert [str(member.id) for member in by_id] == [emu.owner_id]
+
+
 def test_a_send_is_recorded_exactly_as_discord_py_sent_it(emu, bots):
     """content, allowed_mentions and message_reference of a reply arrive exactly; the bot sees its own message."""
     bot = bots()

@@ -86,6 +86,10 @@ class EmulatorClient:
         return self.info()["read_only_channel_id"]
 
     @property
+    def dm_channel_id(self) -> str:
+        return self.info()["dm_channel_id"]
+
+    @property
     def user_id(self) -> str:
         return self.info()["user_id"]
 

@@ -293,6 +293,8 @@ class World:
         }
         self.application_id = self.bot.id
         self.created_at = time.time()
+        # The ordinary member's direct-message channel with the bot, so DMs can be posted without setup.
+        self.dm_channel = self.open_dm(self.default_user.id)
 
     # -- derived values -------------------------------------------------------------------------------------------
 

@@ -243,6 +243,7 @@ class DiscordEmulator:
             "guild_id": world.guild_id,
             "channel_id": world.text_channel.id,
             "read_only_channel_id": world.read_only_channel.id,
+            "dm_channel_id": world.dm_channel.id,
             "user_id": world.default_user.id,
             "owner_id": world.owner.id,
             "role_id": world.moderator_role.id,
