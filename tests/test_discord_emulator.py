@@ -369,7 +369,7 @@ def test_a_dropped_connection_is_resumed_and_missed_messages_replayed(emu, bots)
     """After a cut without a close frame the client RESUMEs and gets what was dispatched meanwhile."""
     bot = bots()
     bot.wait_ready()
-    assert emu.drop_connection(hold_seconds=0.5) == 1
+    assert emu.drop_connection(hold_seconds=1.0) == 1
     missed = f"<@{emu.bot_user_id}> sent while you were away"
     emu.post_message(missed)
     assert not any(m.content == missed for m in bot.messages)
