@@ -360,6 +360,18 @@ class PlaybookRun:
     def total(self, counter: str) -> int:
         return sum(host[counter] for host in self.recap.values())
 
+    def failed_tasks(self) -> list[str]:
+        """The names of the tasks that failed (without the role prefix), and the steps a rescue reported."""
+        names = []
+        task = ""
+        for line in self.output.splitlines():
+            if line.startswith("TASK ["):
+                task = line[len("TASK ["):].rsplit("]", 1)[0].split(" : ", 1)[-1]
+            elif line.startswith(("fatal:", "failed:")):
+                names.append(task)
+                names.extend(re.findall(r'failed at step\s+"([^"]+)"', line))
+        return names
+
     def failure_summary(self, lines: int = 30) -> str:
         """The lines of the output that explain a failure: every fatal/failed result, else the tail."""
         wanted = [line for line in self.output.splitlines() if line.startswith(("fatal:", "failed:", "ERROR!",
