@@ -185,3 +185,16 @@ def test_sandbox_without_emulator_address_names_the_variable(aws: MotoServer, mi
 
     assert result.returncode != 0
     assert missing in result.stdout + result.stderr
+
+
+def test_playbooks_stop_with_a_hint_when_no_instance_is_found(aws: MotoServer) -> None:
+    """With no tagged instance running, a playbook fails in its first play and says what to check."""
+    run_instance(aws, {**BOT_TAGS, "Role": "bastion"})
+
+    result = subprocess.run(
+        [str(ANSIBLE_BIN / "ansible-playbook"), "playbooks/status.yml"],
+        cwd=REPO_ROOT, env=ansible_env(aws), capture_output=True, text=True, timeout=120, check=False,
+    )
+
+    assert result.returncode != 0
+    assert "found no running instance tagged Role=discord-bot" in " ".join(result.stdout.split())
