@@ -13,7 +13,8 @@ Downtime is measured from the emulator: a sender mentions the bot every 50 ms, t
 different prefixes, and the downtime is the time from the old process's last answer to the new one's first, by the
 emulator's receive timestamps. Module invocations are counted from the JSON callback: every task result on the
 host (each loop item counts), leaving out skipped ones and the actions that run on the controller only (set_fact,
-assert, include_*, meta, debug, fail, and anything delegated to localhost); over SSM each one is a round trip.
+assert, include_*, meta, debug, fail, argument validation, anything delegated to localhost); over SSM each one
+is a round trip.
 
     sudo .venv/bin/python -m benchmarks.sandbox_deploy [--runs 3] [--json build/benchmarks/sandbox_deploy.json]
 """
@@ -51,6 +52,7 @@ CONTROLLER_ACTIONS = {
     "ansible.builtin.set_fact", "set_fact", "ansible.builtin.assert", "assert", "ansible.builtin.debug", "debug",
     "ansible.builtin.fail", "fail", "ansible.builtin.meta", "meta", "ansible.builtin.include_tasks",
     "include_tasks", "ansible.builtin.import_tasks", "import_tasks", "ansible.builtin.include_role", "include_role",
+    "ansible.builtin.validate_argument_spec", "validate_argument_spec",
 }
 
 
