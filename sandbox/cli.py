@@ -281,8 +281,10 @@ def down(settings: Settings) -> int:
     _require_root("down")
     record = stack.read_record(settings)
     began = time.monotonic()
+    was_running = machine.info(settings.machine_name, settings.state_dir) is not None
     machine.down(settings.machine_name, settings.state_dir)
-    _print(f"Machine {settings.machine_name} powered off and removed.")
+    if was_running:
+        _print(f"Machine {settings.machine_name} powered off and removed.")
     for name in ("emulator", "moto"):
         entry = record.get(name)
         if stack.process_alive(entry):

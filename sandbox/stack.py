@@ -230,6 +230,8 @@ def start_emulator(settings: Settings, token: str) -> dict[str, Any]:
     env = {**os.environ, "DISCORD_EMULATOR_TOKEN": token}
     argv = [sys.executable, "-m", "tests.discord_emulator", "serve", "--host", "127.0.0.1",
             "--port", str(settings.emulator_port), "--info-file", str(settings.emulator_info_file)]
+    if settings.emulator_message_rate_limit is not None:
+        argv += ["--message-rate-limit", str(settings.emulator_message_rate_limit)]
     record = _spawn(argv, settings.emulator_log, env)
     if not _wait_until(lambda: settings.emulator_info_file.exists() or not process_alive(record),
                        SERVICE_START_TIMEOUT) or not process_alive(record):
