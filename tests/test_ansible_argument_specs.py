@@ -39,7 +39,8 @@ def apply_role(tmp_path: pathlib.Path, role: str, role_vars: dict[str, object],
     env.update({"ANSIBLE_CONFIG": str(REPO_ROOT / "ansible.cfg"), "ANSIBLE_NOCOLOR": "1",
                 "ANSIBLE_ROLES_PATH": str(REPO_ROOT / "roles")})
     return subprocess.run(
-        [str(ANSIBLE_PLAYBOOK), "--check", "-i", "localhost,", "-c", "local", str(playbook)],
+        [str(ANSIBLE_PLAYBOOK), "--check", "-i", "localhost,", "-c", "local",
+         "-e", f"ansible_python_interpreter={sys.executable}", str(playbook)],
         cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120, check=False,
     )
 
