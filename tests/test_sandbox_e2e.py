@@ -148,8 +148,14 @@ def prefixed_echo(tmp_path: Path) -> Path:
 def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
     """A sandbox brought up with `python -m sandbox up`, torn down with `python -m sandbox down`."""
     state_dir = tmp_path_factory.mktemp("sandbox-e2e")
-    # Shares the debootstrapped root with every other user of the machines; building it takes minutes.
-    os.environ.setdefault(machine.ROOTS_DIR_ENV, str(machine.DEFAULT_STATE_DIR / "roots"))
+    with pytest.MonkeyPatch.context() as patch:
+        # Shares the debootstrapped root with every other user of the machines; building it takes minutes.
+        patch.setenv(machine.ROOTS_DIR_ENV, os.environ.get(machine.ROOTS_DIR_ENV)
+                     or str(machine.DEFAULT_STATE_DIR / "roots"))
+        yield from _sandbox_in(state_dir)
+
+
+def _sandbox_in(state_dir: Path) -> Iterator[Sandbox]:
     settings = Settings.resolve(state_dir, moto_port=E2E_MOTO_PORT, emulator_port=E2E_EMULATOR_PORT,
                                 machine_name=E2E_MACHINE, ssh_port=E2E_SSH_PORT)
     up = subprocess.run(
@@ -167,6 +173,8 @@ def sandbox(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Sandbox]:
             cwd=REPO_ROOT, capture_output=True, text=True, timeout=300, check=False,
         )
         assert down.returncode == 0, f"sandbox down failed:\n{down.stdout}\n{down.stderr}"
+        left = {port: stack.port_owner(port) for port in (E2E_MOTO_PORT, E2E_EMULATOR_PORT, E2E_SSH_PORT)}
+        assert not any(left.values()), f"still listening after sandbox down: {left}"
 
 
 @pytest.fixture(scope="module")
