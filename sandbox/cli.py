@@ -28,6 +28,7 @@ from sandbox.settings import (
     Settings,
     SettingsError,
 )
+from tests.discord_emulator import EmulatorControlError
 
 NEXT_STEPS = """\
 Try next:
@@ -213,10 +214,8 @@ def say(settings: Settings, text: str, timeout: float) -> int:
             f"no answer from the bot within {timeout:g} s; see `make sandbox-status` and `make sandbox-logs` "
             f"({error})"
         ) from None
-    except Exception as error:
-        if type(error).__name__ == "EmulatorControlError":
-            raise stack.SandboxError(f"{error}; is the sandbox up? (make sandbox)") from None
-        raise
+    except EmulatorControlError as error:
+        raise stack.SandboxError(f"{error}; is the sandbox up? (make sandbox)") from None
     _print(result["answer"])
     _print(f"round trip: {result['round_trip_ms']:.1f} ms")
     return 0
@@ -238,6 +237,8 @@ def chat(settings: Settings, timeout: float) -> int:
         except TimeoutError:
             _print(f"bot> (no answer within {timeout:g} s; see `make sandbox-logs`)")
             continue
+        except EmulatorControlError as error:
+            raise stack.SandboxError(f"{error}; is the sandbox up? (make sandbox)") from None
         _print(f"bot> {result['answer']}    ({result['round_trip_ms']:.0f} ms)")
 
 

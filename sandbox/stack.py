@@ -375,10 +375,18 @@ class PlaybookRun:
                 names.extend(re.findall(r'failed at step\s+"([^"]+)"', line))
         return names
 
-    def failure_summary(self, lines: int = 30) -> str:
-        """The lines of the output that explain a failure: every fatal/failed result, else the tail."""
-        wanted = [line for line in self.output.splitlines() if line.startswith(("fatal:", "failed:", "ERROR!",
-                                                                               "[ERROR]"))]
+    def failure_summary(self, lines: int = 40) -> str:
+        """The lines that explain a failure: each error or failed result with its indented details, else the tail."""
+        wanted: list[str] = []
+        inside = False
+        for line in self.output.splitlines():
+            if line.startswith(("fatal:", "failed:", "ERROR!", "[ERROR]")):
+                inside = True
+                wanted.append(line)
+            elif inside and line.startswith((" ", "\t")):
+                wanted.append(line)
+            else:
+                inside = False
         return "\n".join(wanted[-lines:] or self.output.splitlines()[-lines:])
 
 

@@ -16,6 +16,7 @@ from sandbox.settings import DEFAULT_EMULATOR_PORT, DEFAULT_MOTO_PORT, Settings,
 RECAP_OUTPUT = """\
 TASK [discord_bot : Restart the bot on the new release and wait for its ready notification] ***
 fatal: [i-0abc]: FAILED! => changed=false msg: Unable to restart service discord-bot
+    See "systemctl status discord-bot.service" for details.
 TASK [discord_bot : Fail with the step that broke the deploy] ***
 fatal: [i-0abc]: FAILED! => msg: Deploying v1 on i-0abc failed at step "Check the new release" (down); rolled back
 
@@ -138,6 +139,8 @@ def test_recap_and_failed_steps_are_parsed() -> None:
         "Fail with the step that broke the deploy",
         "Check the new release",
     ]
+    assert '    See "systemctl status discord-bot.service" for details.' in run.failure_summary()
+    assert "PLAY RECAP" not in run.failure_summary()
 
 
 def test_companions_refuse_without_a_sandbox(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
