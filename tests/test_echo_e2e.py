@@ -86,6 +86,17 @@ def test_a_4000_character_message_is_split_into_messages_within_the_limit(ready_
     assert all(part["allowed_mentions"] == NO_PINGS for part in parts)
 
 
+def test_asks_only_for_the_intents_it_needs_over_zlib_stream(ready_bot, emulator):
+    """Guilds, guild messages and message content only; no member chunking; zlib-stream, not zstd."""
+    guilds, guild_messages, message_content = 1 << 0, 1 << 9, 1 << 15
+    emulator.post_message(f"<@{emulator.bot_user_id}> ping")
+    emulator.wait_for_bot_messages(1)
+    state = emulator.state()
+    assert state["intents"] == guilds | guild_messages | message_content
+    assert state["compression"] == "zlib-stream"
+    assert state["member_requests"] == 0
+
+
 def test_logs_logged_on_as_and_never_message_contents(ready_bot, emulator):
     """The connect line names the bot; an echo is logged with ids and length, not with its text."""
     emulator.post_message(f"<@{emulator.bot_user_id}> secret-ish words")

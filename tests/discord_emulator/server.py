@@ -127,7 +127,8 @@ class DiscordEmulator:
         self.injected_errors: list[InjectedError] = []
         self.counters: dict[str, int] = dict.fromkeys(
             ("identify_count", "resume_count", "heartbeat_count", "connections", "reconnects_sent",
-             "invalid_sessions_sent", "rest_errors_injected", "rate_limited", "dispatches"), 0)
+             "invalid_sessions_sent", "rest_errors_injected", "rate_limited", "dispatches",
+             "member_requests"), 0)
         self.rest_requests: deque[str] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.unknown_routes: deque[str] = deque(maxlen=MAX_RECORDED_REQUESTS)
         self.rejected_connections: deque[dict[str, Any]] = deque(maxlen=100)
@@ -467,6 +468,7 @@ class DiscordEmulator:
             if isinstance(data, dict):
                 connection.session.presence = data
         elif op == OP_REQUEST_GUILD_MEMBERS:
+            self.counters["member_requests"] += 1
             await self._send_member_chunk(connection.session, data)
 
     async def _identify(self, connection: GatewayConnection, data: Any) -> None:
