@@ -23,6 +23,9 @@ the event loop and STOPPING=1 on shutdown. Every start-up failure is one sentenc
     80 access to the secret was denied       83 Discord rejected the token (do not restart)
                                              84 a privileged intent is not enabled (do not restart)
 
+`python3 echo.py --check` stops after reading the token, with the same statuses: a deploy runs it before
+it stops the running bot.
+
 This file is deployed on its own: it imports only the standard library and bot/requirements.txt.
 """
 
@@ -442,6 +445,11 @@ async def run_bot(token: str, notifier: SystemdNotifier) -> int:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Discord echo bot; configured by environment variables.")
     parser.add_argument("--print-token", action="store_true", help=argparse.SUPPRESS)
+    parser.add_argument(
+        "--check",
+        action="store_true",
+        help="check the configuration and that the token can be read, then exit without connecting to Discord",
+    )
     args = parser.parse_args(argv)
     environ = dict(os.environ)
     if args.print_token:
@@ -458,6 +466,9 @@ def main(argv: list[str] | None = None) -> int:
         log.error("%s", error)  # one plain sentence, no traceback
         notifier.notify(f"STATUS={error}")
         return error.exit_status
+    if args.check:
+        log.info("Configuration is complete and the token could be read (%d characters)", len(token))
+        return 0
     point_at_server(settings)
     notifier.notify("STATUS=Connecting to Discord")
     return asyncio.run(run_bot(token, notifier))

@@ -86,7 +86,9 @@ class NotifyListener:
 class BotProcess:
     """bot/echo.py started with exactly the environment given, stdout and stderr captured to a file."""
 
-    def __init__(self, env: dict[str, str], *, notify: bool = True, python: str = sys.executable) -> None:
+    def __init__(
+        self, env: dict[str, str], *, notify: bool = True, python: str = sys.executable, args: tuple[str, ...] = ()
+    ) -> None:
         self.notify = NotifyListener() if notify else None
         self._log_file = tempfile.NamedTemporaryFile(prefix="echo-bot-", suffix=".log", delete=False)  # noqa: SIM115
         self.log_path = pathlib.Path(self._log_file.name)
@@ -95,7 +97,7 @@ class BotProcess:
         if self.notify is not None:
             child_env["NOTIFY_SOCKET"] = self.notify.path
         self.process = subprocess.Popen(
-            [python, str(BOT_FILE)], env=child_env, stdout=self._log_file, stderr=subprocess.STDOUT
+            [python, str(BOT_FILE), *args], env=child_env, stdout=self._log_file, stderr=subprocess.STDOUT
         )
 
     @property

@@ -292,3 +292,20 @@ def test_access_denied_to_the_secret_exits_80(start_bot, aws):
         aws.relax_iam()
     assert status == EXIT_SECRET_ACCESS_DENIED, bot.output()
     assert "was denied" in bot.output()
+
+
+def test_check_mode_reads_the_token_and_exits_without_connecting(start_bot, emulator, aws):
+    """--check reads the secret, prints nothing of it, exits 0 and never opens a gateway connection."""
+    arn = aws.client("secretsmanager").create_secret(Name="t", SecretString=EMULATOR_TOKEN)["ARN"]
+    bot = start_bot(_secret_env(aws, arn), token=None, notify=False, args=("--check",))
+    assert bot.wait_exit() == 0
+    assert "the token could be read" in bot.output()
+    assert EMULATOR_TOKEN not in bot.output()
+    assert emulator.state()["connections"] == 0
+
+
+def test_check_mode_fails_with_the_start_up_status(start_bot, emulator, aws):
+    """--check ends with the same status as a real start would, here secret not found."""
+    bot = start_bot(_secret_env(aws, "discord-bot/absent"), token=None, notify=False, args=("--check",))
+    assert bot.wait_exit() == EXIT_SECRET_NOT_FOUND
+    assert "does not exist" in bot.output()
