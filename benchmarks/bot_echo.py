@@ -9,18 +9,21 @@ sustained echoes per second, CPU time per echo and the bot's memory, and writes 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import os
 import pathlib
 import statistics
+import subprocess
 import sys
+import tempfile
 import time
 
 REPO = pathlib.Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(REPO))
 
 from tests.bot_process import BotProcess  # noqa: E402
-from tests.discord_emulator import running_emulator  # noqa: E402
+from tests.discord_emulator import EmulatorClient  # noqa: E402
 
 TOKEN = "benchmark.token.0123456789"  # noqa: S105 - the emulator's own token, not a secret
 CLOCK_TICKS = os.sysconf("SC_CLK_TCK")
@@ -44,12 +47,45 @@ def percentile(values: list[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, round(fraction * (len(ordered) - 1)))]
 
 
+@contextlib.contextmanager
+def emulator_process():
+    """The emulator in a process of its own, so that it competes with neither the bot nor this loop."""
+    with tempfile.TemporaryDirectory(prefix="bot-echo-bench-") as directory:
+        info_file = pathlib.Path(directory) / "emulator.json"
+        # The per-channel message limit is Discord's (5 per 5 s); lifted so the figures measure the bot.
+        command = [
+            sys.executable,
+            "-m",
+            "tests.discord_emulator",
+            "serve",
+            "--port",
+            "0",
+            "--log-level",
+            "WARNING",
+            "--message-rate-limit",
+            "1000000",
+            "--info-file",
+            str(info_file),
+        ]
+        env = {**os.environ, "DISCORD_EMULATOR_TOKEN": TOKEN}
+        process = subprocess.Popen(command, cwd=REPO, env=env, stdout=subprocess.DEVNULL)
+        try:
+            deadline = time.monotonic() + 30
+            while not info_file.exists() or not info_file.read_text().strip():
+                if process.poll() is not None or time.monotonic() > deadline:
+                    raise RuntimeError("the Discord emulator did not start")
+                time.sleep(0.05)
+            info = json.loads(info_file.read_text())
+            yield info, EmulatorClient(info["control_url"])
+        finally:
+            process.terminate()
+            process.wait(10)
+
+
 def run(messages: int, bot_python: str) -> dict[str, float]:
-    # The emulator's per-channel message limit is Discord's (5 per 5 s); lifted here so the figures
-    # measure the bot, not the rate limiter.
-    with running_emulator(token=TOKEN, message_rate_limit=1_000_000) as emu:
+    with emulator_process() as (info, emu):
         bot = BotProcess(
-            {"DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE": emu.api_base, "DISCORD_GATEWAY_URL": emu.gateway_url},
+            {"DISCORD_TOKEN": TOKEN, "DISCORD_API_BASE": info["api_base"], "DISCORD_GATEWAY_URL": info["gateway_url"]},
             python=bot_python,
         )
         try:
@@ -57,7 +93,7 @@ def run(messages: int, bot_python: str) -> dict[str, float]:
             emu.wait_for_ready()
             time.sleep(1.0)
             rss_after_start = memory_mib(bot.pid, "VmRSS")
-            mention = f"<@{emu.bot_user_id}>"
+            mention = f"<@{info['bot_user_id']}>"
 
             latencies_ms = []
             for index in range(messages):
