@@ -471,16 +471,24 @@ class DiscordEmulator:
             self.counters["member_requests"] += 1
             await self._send_member_chunk(connection.session, data)
 
-    async def _identify(self, connection: GatewayConnection, data: Any) -> None:
+    async def _refuse_handshake(self, connection: GatewayConnection, data: Any, opcode: str, field: str,
+                                field_type: type) -> bool:
+        """Closes the connection as Discord does for a repeated, malformed or badly authenticated IDENTIFY or
+        RESUME, and says whether it did."""
         if connection.session is not None:
             await self._close_connection(connection, 4005)
-            return
-        if not isinstance(data, dict) or not isinstance(data.get("properties"), dict) or "token" not in data:
+            return True
+        if not isinstance(data, dict) or not isinstance(data.get(field), field_type) or "token" not in data:
             await self._close_connection(connection, 4002)
-            return
+            return True
         if not self.token_is_valid(data["token"]):
-            log.warning("IDENTIFY on connection %d with an invalid or revoked token", connection.id)
+            log.warning("%s on connection %d with an invalid or revoked token", opcode, connection.id)
             await self._close_connection(connection, 4004)
+            return True
+        return False
+
+    async def _identify(self, connection: GatewayConnection, data: Any) -> None:
+        if await self._refuse_handshake(connection, data, "IDENTIFY", "properties", dict):
             return
         intents = data.get("intents")
         if not isinstance(intents, int) or isinstance(intents, bool) or intents < 0 or intents & ~KNOWN_INTENTS:
@@ -536,15 +544,7 @@ class DiscordEmulator:
         self._notify()
 
     async def _resume(self, connection: GatewayConnection, data: Any) -> None:
-        if connection.session is not None:
-            await self._close_connection(connection, 4005)
-            return
-        if not isinstance(data, dict) or not isinstance(data.get("session_id"), str) or "token" not in data:
-            await self._close_connection(connection, 4002)
-            return
-        if not self.token_is_valid(data["token"]):
-            log.warning("RESUME on connection %d with an invalid or revoked token", connection.id)
-            await self._close_connection(connection, 4004)
+        if await self._refuse_handshake(connection, data, "RESUME", "session_id", str):
             return
         session = self.sessions.get(data["session_id"])
         sequence = data.get("seq")
