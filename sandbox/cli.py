@@ -135,6 +135,9 @@ def up(settings: Settings, verbose: bool = False) -> int:
     def start_emulator() -> str:
         if stack.process_alive(record.get("emulator")):
             return "already running"
+        # Each emulator start makes new ids, the bot's own user id among them; a bot that was connected to the
+        # previous emulator keeps looking for mentions of its old id, so it is restarted once site.yml is done.
+        state["bot_outlived_emulator"] = machine.info(settings.machine_name, settings.state_dir) is not None
         record["emulator"] = stack.start_emulator(settings, token)
         stack.write_record(settings, record)
         return f"pid {record['emulator']['pid']}, log {settings.emulator_log}"
@@ -169,7 +172,16 @@ def up(settings: Settings, verbose: bool = False) -> int:
         return f"ok={run.total('ok')} changed={run.total('changed')}, log {run.log_file}"
 
     def greet() -> str:
-        result = stack.say(settings, "hello from the sandbox")
+        if state.get("bot_outlived_emulator"):
+            _note("restarting the bot, which still knows the user id the previous emulator gave it")
+            state["machine"].exec(["systemctl", "restart", "discord-bot.service"], timeout=300)
+        try:
+            result = stack.say(settings, "hello from the sandbox")
+        except TimeoutError:
+            raise stack.SandboxError(
+                f"the bot did not answer within {stack.BOT_ANSWER_TIMEOUT:g} s although site.yml succeeded; see "
+                "`make sandbox-status` and `make sandbox-logs`"
+            ) from None
         state["answer"] = result
         return f"the bot answered {result['answer']!r} in {result['round_trip_ms']:.0f} ms"
 

@@ -364,15 +364,28 @@ class PlaybookRun:
         return sum(host[counter] for host in self.recap.values())
 
     def failed_tasks(self) -> list[str]:
-        """The names of the tasks that failed (without the role prefix), and the steps a rescue reported."""
-        names = []
+        """The names of the tasks that failed (without the role prefix), and the steps their messages name."""
+        names: list[str] = []
         task = ""
+        failure: list[str] | None = None
+
+        def close() -> None:
+            if failure is not None:
+                # The YAML callback wraps long messages; the step name may span lines.
+                names.extend(re.findall(r'failed at step "([^"]+)"', " ".join(" ".join(failure).split())))
+
         for line in self.output.splitlines():
+            if failure is not None and line.startswith((" ", "\t")):
+                failure.append(line)
+                continue
+            close()
+            failure = None
             if line.startswith("TASK ["):
                 task = line[len("TASK ["):].rsplit("]", 1)[0].split(" : ", 1)[-1]
             elif line.startswith(("fatal:", "failed:")):
                 names.append(task)
-                names.extend(re.findall(r'failed at step\s+"([^"]+)"', line))
+                failure = [line]
+        close()
         return names
 
     def failure_summary(self, lines: int = 40) -> str:

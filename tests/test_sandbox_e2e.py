@@ -212,6 +212,20 @@ def test_sandbox_up_again_reuses_the_healthy_sandbox(sandbox: Sandbox) -> None:
     assert sandbox.unit("MainPID")["MainPID"] == pid
 
 
+def test_sandbox_up_repairs_a_half_finished_sandbox(sandbox: Sandbox) -> None:
+    """With the emulator gone, `sandbox up` says so in a note, starts it again and the bot answers through it."""
+    record = stack.read_record(sandbox.settings)
+    os.kill(record["emulator"]["pid"], signal.SIGKILL)
+    again = sandbox.cli("up")
+    assert again.returncode == 0, again.stdout + again.stderr
+    notes = [line for line in again.stderr.splitlines() if line.startswith("note:")]
+    assert notes[0] == "note: cleaning up the half-finished sandbox of an earlier run (the emulator is not running)"
+    assert notes[1:] == ["note: restarting the bot, which still knows the user id the previous emulator gave it"]
+    assert stack.read_record(sandbox.settings)["emulator"]["pid"] != record["emulator"]["pid"]
+    assert stack.read_record(sandbox.settings)["moto"] == record["moto"]
+    assert sandbox.say("after the repair") == "after the repair"
+
+
 # ----------------------------------------------------------------------------------------------------------------
 # deploy_bot.yml
 
@@ -274,26 +288,34 @@ class MentionSender:
         return {message["content"] for message in self.client.bot_messages()}
 
 
+# What each broken copy of echo.py changes, and the deploy steps that may catch it: a release that dies at start is
+# caught by the pre-flight check of the new release, or else by the restart onto it.
 BROKEN_RELEASES = {
-    "syntax error": ("def _broken(:\n", "Byte-compile the release"),
-    "exits at start": ('log = logging.getLogger("echo")\n', "Restart the bot on the new release"),
-    "never becomes ready": ('log = logging.getLogger("echo")\n', "Restart the bot on the new release"),
+    "syntax error": ("", "def _broken(:\n", ("Byte-compile the release",)),
+    "exits at start": (
+        'log = logging.getLogger("echo")\n',
+        'log = logging.getLogger("echo")\nsys.exit(3)\n',
+        ("Check that the new release reads its settings", "Restart the bot on the new release"),
+    ),
+    # Connects and answers, but never tells systemd it is ready, so the unit's start timeout has to catch it.
+    "never becomes ready": (
+        'self.notifier.notify("READY=1", ',
+        'self.notifier.notify("STATUS=never ready", ',
+        ("Restart the bot on the new release", "Check the new release"),
+    ),
 }
 
 
 @pytest.mark.parametrize("kind", list(BROKEN_RELEASES))
 def test_broken_release_is_rolled_back(sandbox: Sandbox, tmp_path: Path, kind: str) -> None:
     """A release that does not parse, exits at start or never reports ready fails the play and leaves the old bot."""
-    anchor, failing_step = BROKEN_RELEASES[kind]
-    if kind == "syntax error":
+    old, new, failing_steps = BROKEN_RELEASES[kind]
+    if old:
+        broken = _variant(tmp_path, "broken", old, new)
+    else:
         broken = tmp_path / "broken" / "echo.py"
         broken.parent.mkdir()
-        broken.write_text(ECHO_SOURCE.read_text() + "\n" + anchor)
-    elif kind == "exits at start":
-        broken = _variant(tmp_path, "broken", anchor, anchor + "sys.exit(3)\n")
-    else:
-        # Connects to nothing and never sends READY=1, so systemd's start timeout has to catch it.
-        broken = _variant(tmp_path, "broken", anchor, anchor + "import time as _t\n_t.sleep(3600)\n")
+        broken.write_text(ECHO_SOURCE.read_text() + "\n" + new)
     before = sandbox.current_release()
     with MentionSender(sandbox) as sender:
         run = sandbox.deploy(broken)
@@ -301,7 +323,7 @@ def test_broken_release_is_rolled_back(sandbox: Sandbox, tmp_path: Path, kind: s
         time.sleep(3)
     assert run.returncode != 0, "the deploy of a broken release succeeded"
     failed = run.failed_tasks()
-    assert any(name.startswith(failing_step) for name in failed), (failed, run.failure_summary())
+    assert any(name.startswith(failing_steps) for name in failed), (failed, run.failure_summary())
     assert sandbox.current_release() == before
     assert sandbox.unit("ActiveState")["ActiveState"] == "active"
     assert sandbox.say("still there") == PREFIX + "still there"

@@ -18,7 +18,9 @@ TASK [discord_bot : Restart the bot on the new release and wait for its ready no
 fatal: [i-0abc]: FAILED! => changed=false msg: Unable to restart service discord-bot
     See "systemctl status discord-bot.service" for details.
 TASK [discord_bot : Fail with the step that broke the deploy] ***
-fatal: [i-0abc]: FAILED! => msg: Deploying v1 on i-0abc failed at step "Check the new release" (down); rolled back
+fatal: [i-0abc]: FAILED! =>
+    msg: 'Deploying v1 on i-0abc failed at step "Check the new
+        release" (down); rolled back'
 
 PLAY RECAP *********************************************************************
 i-0abc                     : ok=12   changed=3    unreachable=0    failed=1    skipped=2    rescued=1    ignored=0
