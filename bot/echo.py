@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
 import logging
 import os
@@ -41,6 +42,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 import unicodedata
 from dataclasses import dataclass
 from urllib.parse import urlsplit
@@ -65,6 +67,9 @@ MESSAGE_CACHE_SIZE = 50
 # discord.py declares itself ready this long after the last guild arrived. Its default of 2 s is
 # dead time on every restart; a bot in a few guilds gets them all in one burst right after READY.
 GUILD_READY_TIMEOUT_SECONDS = 0.5
+# A saved gateway session older than this is not worth a RESUME attempt: Discord forgets sessions within
+# minutes of their connection closing.
+SESSION_HANDOFF_MAX_AGE_SECONDS = 300
 # The token fetch runs in a child process, which boto3's retries and timeouts keep well below this.
 TOKEN_FETCH_TIMEOUT_SECONDS = 60
 LOG_LEVELS = ("DEBUG", "INFO", "WARNING", "ERROR")
@@ -337,10 +342,104 @@ class SystemdNotifier:
             await asyncio.sleep(self.watchdog_interval)
 
 
+@dataclass(frozen=True)
+class GatewaySession:
+    """What a new process needs to RESUME the gateway session of the one before it."""
+
+    session_id: str
+    sequence: int
+    resume_gateway_url: str
+    user_id: int
+    saved_at: float
+
+
+class SessionHandoff:
+    """A gateway session passed from a stopping bot to the next one through systemd's StateDirectory.
+
+    A restart (a deploy, a rollback) then RESUMEs instead of identifying anew: Discord replays every event
+    the stopped process missed, so a mention sent while the bot restarted is still answered, and restarts
+    do not use up the daily IDENTIFY allowance. The file holds no secret (RESUME also needs the token).
+    Without STATE_DIRECTORY (a run outside systemd) nothing is saved.
+    """
+
+    FILE_NAME = "gateway-session.json"
+
+    def __init__(self, environ: dict[str, str]) -> None:
+        directory = environ.get("STATE_DIRECTORY", "").split(":")[0]
+        self.path = os.path.join(directory, self.FILE_NAME) if directory else None
+
+    def load(self, now: float) -> GatewaySession | None:
+        """The saved session if there is a fresh one; it stays on disk until a RESUME has succeeded."""
+        if self.path is None:
+            return None
+        try:
+            with open(self.path, encoding="utf-8") as file:
+                document = json.load(file)
+            session = GatewaySession(
+                session_id=str(document["session_id"]),
+                sequence=int(document["sequence"]),
+                resume_gateway_url=str(document["resume_gateway_url"]),
+                user_id=int(document["user_id"]),
+                saved_at=float(document["saved_at"]),
+            )
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError, KeyError, TypeError) as error:
+            log.warning("Ignoring the saved gateway session %s: %s", self.path, error)
+            self.discard()
+            return None
+        if not 0 <= now - session.saved_at <= SESSION_HANDOFF_MAX_AGE_SECONDS:
+            log.info("The saved gateway session is too old to resume; identifying anew")
+            self.discard()
+            return None
+        return session
+
+    def save(self, session: GatewaySession) -> None:
+        if self.path is None:
+            return
+        temporary = f"{self.path}.{os.getpid()}.tmp"
+        try:
+            descriptor = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(descriptor, "w", encoding="utf-8") as file:
+                json.dump(session.__dict__, file)
+            os.replace(temporary, self.path)
+        except OSError as error:
+            log.warning("Could not save the gateway session for the next start: %s", error)
+
+    def discard(self) -> None:
+        if self.path is not None:
+            with contextlib.suppress(FileNotFoundError):
+                os.unlink(self.path)
+
+
+class ResumingWebSocket(discord.gateway.DiscordWebSocket):
+    """discord.py's gateway connection, whose very first connect may RESUME a handed-off session.
+
+    discord.py only resumes sessions it opened itself; its client has no setting for a session from
+    elsewhere, so the first connect's parameters are swapped here. If Discord no longer knows the
+    session, it answers INVALID_SESSION and discord.py identifies as usual.
+    """
+
+    handed_off: GatewaySession | None = None
+
+    @classmethod
+    async def from_client(
+        cls, client, *, initial=False, gateway=None, session=None, sequence=None, resume=False, **kwargs
+    ):  # type: ignore[override]
+        handed_off, ResumingWebSocket.handed_off = ResumingWebSocket.handed_off, None
+        if initial and handed_off is not None and client.user is not None and client.user.id == handed_off.user_id:
+            log.info("Resuming the gateway session of the previous process")
+            gateway = yarl.URL(handed_off.resume_gateway_url)
+            session, sequence, resume = handed_off.session_id, handed_off.sequence, True
+        return await super().from_client(
+            client, initial=initial, gateway=gateway, session=session, sequence=sequence, resume=resume, **kwargs
+        )
+
+
 class EchoBot(discord.Client):
     """A client that repeats what a guild message addressed to it says."""
 
-    def __init__(self, notifier: SystemdNotifier) -> None:
+    def __init__(self, notifier: SystemdNotifier, handoff: SessionHandoff) -> None:
         intents = discord.Intents.none()
         intents.guilds = True
         intents.guild_messages = True
@@ -355,6 +454,7 @@ class EchoBot(discord.Client):
             guild_ready_timeout=GUILD_READY_TIMEOUT_SECONDS,
         )
         self.notifier = notifier
+        self.handoff = handoff
         self._mention: re.Pattern[str] | None = None
         self._watchdog: asyncio.Task[None] | None = None
 
@@ -371,8 +471,13 @@ class EchoBot(discord.Client):
         self.notifier.notify("READY=1", f"STATUS=Connected as {user.name} ({user.id})")
 
     async def on_resumed(self) -> None:
-        log.info("Gateway session resumed")
-        self.notifier.notify("STATUS=Connected (session resumed)")
+        user = self.user
+        assert user is not None  # noqa: S101 - set at login
+        log.info("Gateway session resumed as %s#%s (%s)", user.name, user.discriminator, user.id)
+        # After a handed-off session, RESUMED is this process's first sign of being connected; READY=1 twice
+        # is harmless to systemd.
+        self.notifier.notify("READY=1", f"STATUS=Connected as {user.name} ({user.id}), session resumed")
+        self.handoff.discard()
 
     async def on_disconnect(self) -> None:
         self.notifier.notify("STATUS=Disconnected from the gateway, reconnecting")
@@ -384,7 +489,9 @@ class EchoBot(discord.Client):
         # Joins, pins, boosts and the like are written by Discord, not by a person.
         if message.type not in (discord.MessageType.default, discord.MessageType.reply):
             return
-        if message.guild is None or self._mention is None or not self._mention.search(message.content):
+        # A resumed session has no guild cache, so a guild message may come with a partial channel instead.
+        in_guild = message.guild is not None or getattr(message.channel, "guild_id", None) is not None
+        if not in_guild or self._mention is None or not self._mention.search(message.content):
             return
         text = strip_mention(message.content, self._mention)
         if not text:
@@ -405,7 +512,10 @@ class EchoBot(discord.Client):
         self.notifier.notify("STOPPING=1", "STATUS=Shutting down")
         if self._watchdog is not None:
             self._watchdog.cancel()
+        ws = self.ws
         await super().close()
+        if ws is not None and ws.session_id and ws.sequence is not None and self.user is not None:
+            self.handoff.save(GatewaySession(ws.session_id, ws.sequence, str(ws.gateway), self.user.id, time.time()))
 
 
 def point_at_server(settings: Settings) -> None:
@@ -416,9 +526,11 @@ def point_at_server(settings: Settings) -> None:
         log.info("Using the Discord-compatible server at %s", settings.api_base)
 
 
-async def run_bot(token: str, notifier: SystemdNotifier) -> int:
+async def run_bot(token: str, notifier: SystemdNotifier, handoff: SessionHandoff) -> int:
     """Connect and answer until SIGTERM or SIGINT; return the exit status."""
-    bot = EchoBot(notifier)
+    ResumingWebSocket.handed_off = handoff.load(time.time())
+    discord.client.DiscordWebSocket = ResumingWebSocket
+    bot = EchoBot(notifier, handoff)
     loop = asyncio.get_running_loop()
     for signum in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(signum, lambda: asyncio.ensure_future(bot.close()))
@@ -471,7 +583,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     point_at_server(settings)
     notifier.notify("STATUS=Connecting to Discord")
-    return asyncio.run(run_bot(token, notifier))
+    return asyncio.run(run_bot(token, notifier, SessionHandoff(environ)))
 
 
 if __name__ == "__main__":

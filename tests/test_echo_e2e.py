@@ -309,3 +309,55 @@ def test_check_mode_fails_with_the_start_up_status(start_bot, emulator, aws):
     bot = start_bot(_secret_env(aws, "discord-bot/absent"), token=None, notify=False, args=("--check",))
     assert bot.wait_exit() == EXIT_SECRET_NOT_FOUND
     assert "does not exist" in bot.output()
+
+
+def _saved_session(directory) -> dict:
+    with open(directory / "gateway-session.json") as file:
+        return json.load(file)
+
+
+def test_a_restart_resumes_the_session_and_answers_what_was_sent_while_down(start_bot, emulator, tmp_path):
+    """SIGTERM hands the gateway session to the next start, which RESUMEs it and gets the missed mention."""
+    env = {"STATE_DIRECTORY": str(tmp_path)}
+    first = start_bot(env)
+    first.wait_ready()
+    assert first.terminate() == 0
+    saved = tmp_path / "gateway-session.json"
+    assert saved.stat().st_mode & 0o777 == 0o600
+    assert EMULATOR_TOKEN not in saved.read_text()
+    emulator.post_message(f"<@{emulator.bot_user_id}> sent while the bot restarted")
+    second = start_bot(env)
+    second.wait_ready()
+    assert emulator.wait_for_bot_messages(1)[0]["content"] == "sent while the bot restarted"
+    state = emulator.state()
+    assert (state["identify_count"], state["resume_count"]) == (1, 1)
+    assert not saved.exists()
+
+
+@pytest.mark.parametrize(
+    "tamper",
+    ["stale", "unknown_session", "other_bot", "corrupt"],
+)
+def test_an_unusable_saved_session_falls_back_to_identify(start_bot, emulator, tmp_path, tamper):
+    """A saved session that is too old, unknown to Discord, another bot's or unreadable leads to a normal IDENTIFY."""
+    env = {"STATE_DIRECTORY": str(tmp_path)}
+    first = start_bot(env)
+    first.wait_ready()
+    first.terminate()
+    saved = tmp_path / "gateway-session.json"
+    document = _saved_session(tmp_path)
+    if tamper == "stale":
+        document["saved_at"] -= 3600
+    elif tamper == "unknown_session":
+        document["session_id"] = "0" * 32
+    elif tamper == "other_bot":
+        document["user_id"] += 1
+    saved.write_text("{not json" if tamper == "corrupt" else json.dumps(document))
+    second = start_bot(env)
+    second.wait_ready()
+    emulator.post_message(f"<@{emulator.bot_user_id}> after {tamper}")
+    assert emulator.wait_for_bot_messages(1)[0]["content"] == f"after {tamper}"
+    state = emulator.state()
+    assert state["identify_count"] == 2
+    assert state["resume_count"] == 0
+    assert second.process.poll() is None
