@@ -327,8 +327,8 @@ def test_broken_release_is_rolled_back(sandbox: Sandbox, tmp_path: Path, kind: s
     assert sandbox.current_release() == before
     assert sandbox.unit("ActiveState")["ActiveState"] == "active"
     assert sandbox.say("still there") == PREFIX + "still there"
-    # Messages posted while no bot is connected are not replayed to a new session (Discord does the same);
-    # what matters is that the old bot, once back, answers every mention again.
+    # Messages posted while no bot is connected reach a new session only if it resumes the old one (as on
+    # Discord); what is pinned here is that the old bot, once back, answers every mention again.
     after_rollback = [text for sent_at, text in sender.sent if sent_at > finished]
     assert after_rollback, "no mention was sent after the deploy ended"
     deadline = time.monotonic() + 20
