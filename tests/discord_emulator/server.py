@@ -66,6 +66,7 @@ from .rest import (
 log = logging.getLogger("tests.discord_emulator")
 
 DISCORD_HEARTBEAT_INTERVAL_MS = 41250
+HEARTBEAT_ACK_DELAY_S = 0.02
 MAX_CONTENT_LENGTH = 2000
 # What a user with Nitro may post; bots stay at MAX_CONTENT_LENGTH.
 MAX_USER_CONTENT_LENGTH = 4000
@@ -457,6 +458,10 @@ class DiscordEmulator:
                 return
             connection.last_heartbeat_at = time.monotonic()
             self.counters["heartbeat_count"] += 1
+            # Discord's ACK takes a network round trip. One sent within microseconds on loopback reaches
+            # discord.py before its keep-alive thread has noted the send, and it then warns that the socket
+            # is a whole heartbeat interval "behind".
+            await asyncio.sleep(HEARTBEAT_ACK_DELAY_S)
             await connection.send(encode_payload(OP_HEARTBEAT_ACK))
         elif op == OP_IDENTIFY:
             await self._identify(connection, data)
