@@ -468,7 +468,7 @@ class EchoBot(discord.Client):
         user = self.user
         assert user is not None  # noqa: S101 - discord.py sets it before READY is dispatched
         log.info("Logged on as %s#%s (%s)", user.name, user.discriminator, user.id)
-        self.notifier.notify("READY=1", f"STATUS=Connected as {user.name} ({user.id})")
+        self._report_ready(f"Connected as {user.name} ({user.id})")
 
     async def on_resumed(self) -> None:
         user = self.user
@@ -476,8 +476,11 @@ class EchoBot(discord.Client):
         log.info("Gateway session resumed as %s#%s (%s)", user.name, user.discriminator, user.id)
         # After a handed-off session, RESUMED is this process's first sign of being connected; READY=1 twice
         # is harmless to systemd.
-        self.notifier.notify("READY=1", f"STATUS=Connected as {user.name} ({user.id}), session resumed")
+        self._report_ready(f"Connected as {user.name} ({user.id}), session resumed")
         self.handoff.discard()
+
+    def _report_ready(self, status: str) -> None:
+        self.notifier.notify("READY=1", f"STATUS={status}")
 
     async def on_disconnect(self) -> None:
         self.notifier.notify("STATUS=Disconnected from the gateway, reconnecting")

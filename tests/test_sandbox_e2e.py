@@ -231,12 +231,17 @@ def test_sandbox_up_repairs_a_half_finished_sandbox(sandbox: Sandbox) -> None:
 
 
 def test_deploy_with_changed_code_changes_the_answer(sandbox: Sandbox, tmp_path: Path) -> None:
-    """deploy_bot.yml with an echo.py that prefixes its replies makes the bot answer with the prefix."""
+    """deploy_bot.yml with an echo.py that prefixes its replies makes the bot answer with the prefix, and every
+    mention sent during the deploy is answered by the old or the new process."""
     before = sandbox.current_release()
-    run = sandbox.deploy(prefixed_echo(tmp_path))
+    with MentionSender(sandbox) as sender:
+        run = sandbox.deploy(prefixed_echo(tmp_path))
+        time.sleep(2)
     assert run.returncode == 0, run.failure_summary()
     assert sandbox.current_release() != before
     assert sandbox.say("new code") == PREFIX + "new code"
+    assert sender.sent, "no mention was sent during the deploy"
+    assert_all_answered(sender)
 
 
 def test_deploy_of_unchanged_code_keeps_the_running_process(sandbox: Sandbox, tmp_path: Path) -> None:
@@ -288,6 +293,19 @@ class MentionSender:
         return {message["content"] for message in self.client.bot_messages()}
 
 
+def assert_all_answered(sender: MentionSender, timeout: float = 20) -> None:
+    """Every mention the sender posted is answered, those sent while the bot restarted included: each start
+    resumes the gateway session the stopped process handed over, and Discord replays what it missed."""
+    deadline = time.monotonic() + timeout
+    while True:
+        answered = sender.answered()
+        missing = [text for _, text in sender.sent if not any(answer.endswith(text) for answer in answered)]
+        if not missing or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert not missing, f"mentions sent during or after the deploy were never answered: {missing}"
+
+
 # What each broken copy of echo.py changes, and the deploy steps that may catch it: a release that dies at start is
 # caught by the pre-flight check of the new release, or else by the restart onto it.
 BROKEN_RELEASES = {
@@ -327,17 +345,8 @@ def test_broken_release_is_rolled_back(sandbox: Sandbox, tmp_path: Path, kind: s
     assert sandbox.current_release() == before
     assert sandbox.unit("ActiveState")["ActiveState"] == "active"
     assert sandbox.say("still there") == PREFIX + "still there"
-    # Messages posted while no bot is connected reach a new session only if it resumes the old one (as on
-    # Discord); what is pinned here is that the old bot, once back, answers every mention again.
-    after_rollback = [text for sent_at, text in sender.sent if sent_at > finished]
-    assert after_rollback, "no mention was sent after the deploy ended"
-    deadline = time.monotonic() + 20
-    while True:
-        missing = [text for text in after_rollback if PREFIX + text not in sender.answered()]
-        if not missing or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert not missing, f"mentions sent after the rollback were never answered: {missing}"
+    assert any(sent_at > finished for sent_at, _ in sender.sent), "no mention was sent after the deploy ended"
+    assert_all_answered(sender)
 
 
 def test_deploy_with_s3_unreachable_fails_and_leaves_the_bot_running(sandbox: Sandbox, tmp_path: Path) -> None:
