@@ -923,6 +923,16 @@ class DiscordEmulator:
                                     "reset_after": 86_400_000, "max_concurrency": 1},
         })
 
+    def _rest_message(self, request: web.Request) -> tuple[Channel, dict[str, Any]] | web.Response:
+        """The channel and message a /channels/{id}/messages/{id} route names, or Discord's 404 for either."""
+        channel = self._rest_channel(request)
+        if isinstance(channel, web.Response):
+            return channel
+        message = channel.find_message(request.match_info["message_id"])
+        if message is None:
+            return error_response(404, "Unknown Message", 10008)
+        return channel, message
+
     def _rest_channel(self, request: web.Request) -> Channel | web.Response:
         channel = self.world.channels.get(request.match_info["channel_id"])
         if channel is None:
@@ -1061,21 +1071,17 @@ class DiscordEmulator:
         return json_response(list(reversed(messages))[:limit])
 
     async def _get_message(self, request: web.Request) -> web.Response:
-        channel = self._rest_channel(request)
-        if isinstance(channel, web.Response):
-            return channel
-        message = channel.find_message(request.match_info["message_id"])
-        if message is None:
-            return error_response(404, "Unknown Message", 10008)
+        found = self._rest_message(request)
+        if isinstance(found, web.Response):
+            return found
+        _channel, message = found
         return json_response(message)
 
     async def _edit_message(self, request: web.Request) -> web.Response:
-        channel = self._rest_channel(request)
-        if isinstance(channel, web.Response):
-            return channel
-        message = channel.find_message(request.match_info["message_id"])
-        if message is None:
-            return error_response(404, "Unknown Message", 10008)
+        found = self._rest_message(request)
+        if isinstance(found, web.Response):
+            return found
+        channel, message = found
         if message["author"]["id"] != self.world.bot.id:
             return error_response(403, "Cannot edit a message authored by another user", 50005)
         body = await _json_body(request)
@@ -1096,12 +1102,10 @@ class DiscordEmulator:
         return json_response(message)
 
     async def _delete_message(self, request: web.Request) -> web.Response:
-        channel = self._rest_channel(request)
-        if isinstance(channel, web.Response):
-            return channel
-        message = channel.find_message(request.match_info["message_id"])
-        if message is None:
-            return error_response(404, "Unknown Message", 10008)
+        found = self._rest_message(request)
+        if isinstance(found, web.Response):
+            return found
+        channel, message = found
         channel.messages.remove(message)
         deleted: dict[str, Any] = {"id": message["id"], "channel_id": channel.id}
         if channel.guild_id:
@@ -1119,12 +1123,10 @@ class DiscordEmulator:
         return web.Response(status=204)
 
     async def _add_reaction(self, request: web.Request) -> web.Response:
-        channel = self._rest_channel(request)
-        if isinstance(channel, web.Response):
-            return channel
-        message = channel.find_message(request.match_info["message_id"])
-        if message is None:
-            return error_response(404, "Unknown Message", 10008)
+        found = self._rest_message(request)
+        if isinstance(found, web.Response):
+            return found
+        _channel, message = found
         emoji = request.match_info["emoji"]
         reactions = message.setdefault("reactions", [])
         for reaction in reactions:
