@@ -10,6 +10,8 @@ import pytest
 
 from tests.conftest import EMULATOR_TOKEN
 
+# Written out rather than imported from bot/echo.py: the unit's RestartPreventExitStatus=83 84 and operators'
+# alerts depend on these numbers, so a change to them must fail here.
 EXIT_CONFIG = 78
 EXIT_SECRET_NOT_FOUND = 79
 EXIT_SECRET_ACCESS_DENIED = 80
